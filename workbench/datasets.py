@@ -1,0 +1,317 @@
+"""Datasets: named, immutable, content-hashed versions of eval cases with stable case ids.
+
+Why content hashes: a leaderboard number must say exactly which rows produced it, and adding the
+same rows twice must not create a second version. Why stable case ids: results of different runs
+line up case by case (paired statistics) only if a case keeps its id across versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from workbench.errors import DatasetError
+from workbench.store import Store, dumps
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Dedupe = Literal["exact", "normalized"] | None
+_WS = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One stored dataset version. ``cases`` are loaded from the workspace on first use."""
+
+    name: str
+    hash: str
+    version: int
+    columns: tuple[str, ...]
+    id_column: str | None
+    n_cases: int
+    store: Store = field(repr=False, compare=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ref(self) -> str:
+        """A short readable reference: ``name@v3``."""
+        return f"{self.name}@v{self.version}"
+
+    def cases(self) -> list[tuple[str, dict[str, Any]]]:
+        """(case_id, row) pairs in dataset order."""
+        if "cases" not in self._cache:
+            self._cache["cases"] = [(cid, json.loads(data)) for cid, data in self.store.dataset_cases(self.hash)]
+        return self._cache["cases"]
+
+    def to_pandas(self) -> pd.DataFrame:
+        import pandas as pd
+
+        rows = [{"case_id": cid, **row} for cid, row in self.cases()]
+        return pd.DataFrame(rows, columns=["case_id", *self.columns])
+
+    def profile(self) -> pd.DataFrame:
+        """Per column: type, nulls, distinct values, text length stats, duplicates (exact / normalized)."""
+        return profile_rows([row for _, row in self.cases()], list(self.columns))
+
+    def _repr_html_(self) -> str:
+        return f"<b>Dataset {self.ref}</b> ({self.n_cases} cases, hash {self.hash[:12]})" + self.to_pandas().head(
+            10
+        ).to_html(index=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(
+                    f"{path}: line {lineno} is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 4]!r}). "
+                    "Re-save the file as UTF-8."
+                ) from exc
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}: line {lineno} is not valid JSON: {exc.msg} (column {exc.colno})") from exc
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}: line {lineno} is a JSON {type(obj).__name__}; each line must be an object")
+            rows.append(obj)
+    return rows
+
+
+def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
+    """A DataFrame from a DataFrame, list of dicts, or a CSV / JSONL / JSON / Parquet path."""
+    import pandas as pd
+
+    if isinstance(source, pd.DataFrame):
+        return source.copy()
+    if isinstance(source, list):
+        return pd.DataFrame(source)
+    path = Path(source)
+    if not path.exists():
+        raise DatasetError(f"dataset file {path} does not exist (current folder: {Path.cwd()})")
+    kind = (fmt or path.suffix.lstrip(".")).lower()
+    try:
+        if kind in ("jsonl", "ndjson"):
+            return pd.DataFrame(_read_jsonl(path))
+        if kind == "json":
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            if isinstance(data, dict):
+                data = [{"id": k, **v} if isinstance(v, dict) else {"id": k, "value": v} for k, v in data.items()]
+            return pd.DataFrame(data)
+        if kind == "csv":
+            path.read_bytes().decode("utf-8")  # a clear error for bad encodings, before pandas guesses
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        if kind in ("parquet", "pq"):
+            return pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{path} is not valid UTF-8 (byte offset {exc.start}); re-save it as UTF-8"
+        ) from exc
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"cannot read {path} as {kind}: {exc}") from exc
+    raise DatasetError(f"{path}: unknown dataset format {kind!r}; use .csv, .jsonl, .json or .parquet (or fmt=...)")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe value: NaN/NA become None, numpy scalars become Python ones."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)) and getattr(value, "ndim", 0) == 0:
+        return _clean(value.item())
+    if hasattr(value, "tolist"):
+        return [_clean(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
+def _normalize_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return _WS.sub(" ", value).strip().casefold()
+    return value
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(dumps(obj).encode()).hexdigest()
+
+
+def prepare(
+    data: Any,
+    *,
+    id: str | None = None,
+    inputs: Sequence[str] | None = None,
+    text_columns: Sequence[str] | None = None,
+    required: Sequence[str] | None = None,
+    dedupe: Dedupe = None,
+    fmt: str | None = None,
+) -> tuple[list[str], list[str], list[dict[str, Any]], dict[str, Any]]:
+    """Validate and normalise rows. Returns (columns, case_ids, rows, report) or raises DatasetError."""
+    frame = load_frame(data, fmt)
+    where = f"dataset {data}" if isinstance(data, (str, Path)) else "dataset"
+    if frame.empty or len(frame.columns) == 0:
+        raise DatasetError(f"{where} is empty: it has no rows. Check the file or the filter that built it.")
+    columns = [str(c) for c in frame.columns]
+    needed = list(required or []) + list(text_columns or []) + list(inputs or []) + ([id] if id else [])
+    missing = [c for c in dict.fromkeys(needed) if c not in columns]
+    if missing:
+        raise DatasetError(f"{where} has no column(s) {missing}; its columns are {columns}")
+    rows = [{k: _clean(v) for k, v in zip(columns, rec)} for rec in frame.itertuples(index=False, name=None)]
+
+    problems = []
+    for col in text_columns or []:
+        bad = [i for i, r in enumerate(rows) if not isinstance(r[col], str)]
+        if bad:
+            kinds = sorted({type(rows[i][col]).__name__ for i in bad})
+            problems.append(f"column {col!r} must be text but rows {bad[:5]}{'...' if len(bad) > 5 else ''} hold {kinds}")
+    if problems:
+        raise DatasetError(f"{where}: " + "; ".join(problems))
+
+    report: dict[str, Any] = {"rows_in": len(rows), "dropped_exact": 0, "dropped_normalized": 0}
+    if dedupe not in (None, "exact", "normalized"):
+        raise DatasetError(f"dedupe must be None, 'exact' or 'normalized', not {dedupe!r}")
+    if dedupe:
+        seen: set[str] = set()
+        kept = []
+        for r in rows:
+            key_row = {k: v for k, v in r.items() if k != id} if id else r
+            exact = dumps(key_row)
+            norm = dumps({k: _normalize_text(v) for k, v in key_row.items()})
+            key = norm if dedupe == "normalized" else exact
+            if key in seen:
+                if dedupe == "exact" or exact in seen:
+                    report["dropped_exact"] += 1
+                else:
+                    report["dropped_normalized"] += 1
+                continue
+            seen.add(key)
+            seen.add(exact)
+            kept.append(r)
+        rows = kept
+
+    if id:
+        ids = []
+        for i, r in enumerate(rows):
+            v = r[id]
+            if v is None or (isinstance(v, str) and not v.strip()):
+                raise DatasetError(f"{where}: row {i} has an empty id in column {id!r}")
+            ids.append(str(v))
+    else:
+        keys = list(inputs) if inputs else columns
+        ids = [_hash({k: r[k] for k in keys})[:16] for r in rows]
+    counts: dict[str, list[int]] = {}
+    for i, cid in enumerate(ids):
+        counts.setdefault(cid, []).append(i)
+    dup = {k: v for k, v in counts.items() if len(v) > 1}
+    if dup:
+        shown = "; ".join(f"{k!r} at rows {v[:4]}" for k, v in list(dup.items())[:5])
+        hint = (
+            "make the id column unique" if id else "rows with identical inputs get the same id: pass dedupe='exact' "
+            "(or 'normalized') to drop them, or give an id column"
+        )
+        raise DatasetError(f"{where}: {len(dup)} duplicate case id(s): {shown}. To fix: {hint}.")
+    report["rows"] = len(rows)
+    return columns, ids, rows, report
+
+
+def dataset_hash(columns: list[str], ids: list[str], rows: list[dict[str, Any]], id_column: str | None) -> str:
+    return _hash({"columns": columns, "id": id_column, "cases": list(zip(ids, rows))})
+
+
+def add(
+    store: Store,
+    name: str,
+    data: Any,
+    *,
+    id: str | None = None,
+    inputs: Sequence[str] | None = None,
+    text_columns: Sequence[str] | None = None,
+    required: Sequence[str] | None = None,
+    dedupe: Dedupe = None,
+    fmt: str | None = None,
+) -> Dataset:
+    """Validate, hash and store a dataset version; the same content returns the existing version."""
+    if not name or not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise DatasetError(f"dataset name {name!r} must be non-empty and use letters, digits, '_', '-' or '.'")
+    columns, ids, rows, _report = prepare(
+        data, id=id, inputs=inputs, text_columns=text_columns, required=required, dedupe=dedupe, fmt=fmt
+    )
+    digest = dataset_hash(columns, ids, rows, id)
+    source = str(Path(data).resolve()) if isinstance(data, (str, Path)) else None
+    version = store.insert_dataset(name, digest, id, columns, source, ids, [dumps(r) for r in rows])
+    return Dataset(name, digest, version, tuple(columns), id, len(ids), store)
+
+
+def get(store: Store, name: str, version: int | str | None = None) -> Dataset:
+    """Latest version by default; ``version`` may be a number, ``'v3'`` or a hash prefix."""
+    from workbench.errors import NotFoundError
+
+    number: int | None = None
+    hash_: str | None = None
+    if isinstance(version, int):
+        number = version
+    elif isinstance(version, str):
+        if re.fullmatch(r"v?\d+", version) and len(version) < 8:
+            number = int(version.lstrip("v"))
+        else:
+            hash_ = version
+    rec = store.find_dataset(name, hash_, number)
+    if rec is None:
+        known = store.list_datasets()["name"].unique().tolist()
+        raise NotFoundError(
+            f"no dataset {name!r}" + (f" version {version}" if version is not None else "")
+            + f" in workspace {store.path}; known datasets: {known or 'none'}. Add one with ws.add_dataset(...)"
+        )
+    return Dataset(rec["name"], rec["hash"], rec["version"], tuple(rec["columns"]), rec["id_column"],
+                   rec["n_cases"], store)
+
+
+def profile_rows(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    rows = list(rows)
+    out = []
+    exact = len(rows) - len({dumps(r) for r in rows})
+    normalized = len(rows) - len({dumps({k: _normalize_text(v) for k, v in r.items()}) for r in rows})
+    for col in columns:
+        values = [r.get(col) for r in rows]
+        texts = [v for v in values if isinstance(v, str)]
+        lengths = [len(t) for t in texts]
+        out.append({
+            "column": col,
+            "types": ",".join(sorted({type(v).__name__ for v in values if v is not None})) or "null",
+            "nulls": sum(v is None for v in values),
+            "empty": sum(isinstance(v, str) and not v.strip() for v in values),
+            "distinct": len({dumps(v) for v in values}),
+            "len_min": min(lengths) if lengths else None,
+            "len_mean": round(sum(lengths) / len(lengths), 1) if lengths else None,
+            "len_max": max(lengths) if lengths else None,
+        })
+    frame = pd.DataFrame(out)
+    frame.attrs.update({"rows": len(rows), "duplicates_exact": exact, "duplicates_normalized": normalized})
+    return frame

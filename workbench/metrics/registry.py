@@ -1,0 +1,239 @@
+"""Metric registry: built-ins, user functions (``@metric``) and plugins share one table.
+
+A metric is a plain function. Its parameters say what it needs, so users write
+``def brevity(output: str) -> float`` and nothing else:
+
+- injected names: ``output``, ``case`` (the whole dataset row), ``messages`` (rendered chat),
+  ``retrieved`` (list of chunk dicts), ``latency_ms``, ``cost``, ``tokens``;
+- column names: ``expected``, ``gold``, ``context``, ``question`` receive the value of the
+  dataset column named by the option of the same name (default: a column of that name);
+- any other parameter is an option the spec must (or, with a default, may) give.
+
+It returns a float, a bool, ``None`` (not applicable) or a :class:`Score` carrying an explanation.
+A metric that raises records its error for that cell only; the run goes on.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.errors import MetricError
+
+INJECTED = ("output", "case", "messages", "retrieved", "latency_ms", "cost", "tokens")
+COLUMN_OPTIONS = ("expected", "gold", "context", "question")
+
+
+@dataclass(frozen=True)
+class Score:
+    """A score with the evidence behind it (what matched, the judge's reason)."""
+
+    value: float | None
+    detail: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CellView:
+    """What a metric may look at for one cell."""
+
+    case: Mapping[str, Any]
+    output: str | None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    retrieved: list[dict[str, Any]] | None = None
+    latency_ms: float | None = None
+    cost: float | None = None
+    tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """A registered metric function and what its signature asks for."""
+
+    name: str
+    fn: Callable[..., Any]
+    description: str
+    needs_judge: bool = False
+    version: str = "1"
+    higher_is_better: bool = True
+    injected: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    required_options: tuple[str, ...] = ()
+    optional_options: tuple[str, ...] = ()
+    is_async: bool = False
+
+
+_REGISTRY: dict[str, MetricDef] = {}
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(fn) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else fn.__name__
+
+
+def register(
+    fn: Callable[..., Any],
+    name: str | None = None,
+    *,
+    description: str | None = None,
+    needs_judge: bool = False,
+    version: str = "1",
+    higher_is_better: bool = True,
+    replace: bool = True,
+) -> MetricDef:
+    """Add ``fn`` to the registry under ``name`` (default: its function name)."""
+    metric_name = name or fn.__name__
+    if not replace and metric_name in _REGISTRY:
+        raise MetricError(f"metric {metric_name!r} is already registered; pass replace=True to override it")
+    injected: list[str] = []
+    columns: list[str] = []
+    required: list[str] = []
+    optional: list[str] = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.name in INJECTED:
+            injected.append(param.name)
+        elif param.name in COLUMN_OPTIONS:
+            columns.append(param.name)
+        elif param.default is inspect.Parameter.empty:
+            required.append(param.name)
+        else:
+            optional.append(param.name)
+    definition = MetricDef(
+        name=metric_name,
+        fn=fn,
+        description=description or _describe(fn),
+        needs_judge=needs_judge,
+        version=version,
+        higher_is_better=higher_is_better,
+        injected=tuple(injected),
+        columns=tuple(columns),
+        required_options=tuple(required),
+        optional_options=tuple(optional),
+        is_async=inspect.iscoroutinefunction(fn),
+    )
+    _REGISTRY[metric_name] = definition
+    return definition
+
+
+def metric(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    needs_judge: bool = False,
+    version: str = "1",
+    higher_is_better: bool = True,
+) -> Any:
+    """Decorator registering a user metric: ``@metric`` or ``@metric(name="brevity")``."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        register(
+            f,
+            name,
+            description=description,
+            needs_judge=needs_judge,
+            version=version,
+            higher_is_better=higher_is_better,
+        )
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def get(name: str) -> MetricDef:
+    """Look up a metric by name, with a message listing the known names."""
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise MetricError(
+            f"unknown metric {name!r}; known metrics: {known}. Register your own with @workbench.metric"
+        ) from None
+
+
+def all_metrics() -> dict[str, MetricDef]:
+    """Every registered metric, built-ins and plugins included."""
+    _load_builtins()
+    return dict(sorted(_REGISTRY.items()))
+
+
+_BUILTINS_LOADED = False
+
+
+def _load_builtins() -> None:
+    """Import the built-in metric modules and entry-point plugins once, on first lookup."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+# Modules whose import registers built-in metrics. Each new metric family adds itself here.
+BUILTIN_MODULES: list[str] = [
+    "workbench.metrics.basic",
+    "workbench.metrics.similarity",
+    "workbench.metrics.safety",
+    "workbench.metrics.retrieval",
+]
+
+
+@dataclass(frozen=True)
+class BoundMetric:
+    """A metric with its options checked, ready to score cells. ``label`` names its column."""
+
+    definition: MetricDef
+    options: Mapping[str, Any]
+    label: str
+
+    def call_kwargs(self, cell: CellView) -> dict[str, Any]:
+        """Build the keyword arguments for one cell."""
+        d = self.definition
+        kwargs: dict[str, Any] = {}
+        for name in d.injected:
+            kwargs[name] = getattr(cell, name)
+        for col in d.columns:
+            column = self.options.get(col, col)
+            if column not in cell.case:
+                raise MetricError(
+                    f"metric {self.label!r}: column {column!r} (option {col!r}) is not in the dataset"
+                )
+            kwargs[col] = cell.case[column]
+        for opt in d.required_options + d.optional_options:
+            if opt in self.options:
+                kwargs[opt] = self.options[opt]
+        return kwargs
+
+
+def bind(name: str, options: Mapping[str, Any] | None = None, label: str | None = None) -> BoundMetric:
+    """Check a metric's options against its signature before any model call."""
+    definition = get(name)
+    opts = dict(options or {})
+    allowed = set(definition.columns) | set(definition.required_options) | set(definition.optional_options)
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise MetricError(
+            f"metric {name!r} does not take option(s) {unknown}; it takes {sorted(allowed) or 'no options'}"
+        )
+    missing = [o for o in definition.required_options if o not in opts]
+    if missing:
+        raise MetricError(f"metric {name!r} needs option(s) {missing}, e.g. {{name: {name}, {missing[0]}: ...}}")
+    return BoundMetric(definition=definition, options=opts, label=label or name)
+
+
+def check_columns(bound: BoundMetric, columns: set[str]) -> None:
+    """Fail early when a metric reads a dataset column that does not exist."""
+    for col in bound.definition.columns:
+        column = bound.options.get(col, col)
+        if column not in columns:
+            raise MetricError(
+                f"metric {bound.label!r} reads column {column!r} (option {col!r}) but the dataset has "
+                f"{sorted(columns)}; set {{name: {bound.definition.name}, {col}: <column>}}"
+            )

@@ -1,0 +1,603 @@
+"""Experiments and runs: render -> (retrieve) -> call model -> score -> store, for every cell of the grid.
+
+A cell is (case, variant, repeat). Design choices and why:
+
+- Everything that can fail without a model call is checked first (templates against every case,
+  metric options and columns), so a typo never costs money.
+- Cache lookups happen in one query for the whole grid, and litellm is imported only when some
+  cell misses the cache, so a fully cached re-run takes a fraction of a second.
+- Identical requests within a run (same request key) are sent once.
+- A fixed pool of asyncio workers pulls cells in case-major order, so variants interleave and a
+  slow model does not starve the others; per-model limits live in the gateway.
+- Finished cells are buffered and written in one transaction at most ~1 s later (a connection per
+  cell is 5x slower here), from a worker thread so the event loop keeps calling models. A cell's
+  primary key makes a duplicate impossible; resume runs exactly the cells that are not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from workbench.datasets import Dataset
+from workbench.errors import MetricError, ModelError, ModelFatalError, SpecError, TemplateError, WorkbenchError
+from workbench.llm import CallResult, Gateway, ModelConfig, request_key
+from workbench.metrics.registry import BoundMetric, CellView, Score, check_columns
+from workbench.prompts import Prompt, RenderProblem, describe_problems, render_error_text, template_vars
+from workbench.store import Store, dumps
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FLUSH_SECONDS = 1.0
+FLUSH_CELLS = 2000
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of the grid: a prompt version x a model config (x a retrieval config)."""
+
+    name: str
+    prompt: Prompt
+    model: ModelConfig
+    retriever: Any | None = None  # a RetrievalConfig; see workbench.retrieval
+
+    @property
+    def hash(self) -> str:
+        import hashlib
+
+        parts = {"p": self.prompt.hash, "m": self.model.hash, "r": getattr(self.retriever, "hash", None)}
+        return hashlib.sha256(dumps(parts).encode()).hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "hash": self.hash, "prompt_name": self.prompt.name, "prompt_hash": self.prompt.hash,
+            "model_name": self.model.name, "model": self.model.model, "model_hash": self.model.hash,
+            "retriever_name": getattr(self.retriever, "name", None), "retriever_hash": getattr(self.retriever, "hash", None),
+        }
+
+
+def variant_names(prompts: Sequence[Prompt], models: Sequence[ModelConfig], retrievers: Sequence[Any]) -> list[Variant]:
+    """Cross product with readable names: the prompt name when that is unambiguous, else prompt/model[/retriever]."""
+    rs: list[Any] = list(retrievers) or [None]
+    short = len(models) == 1 and rs == [None]
+    out = []
+    for p in prompts:
+        for m in models:
+            for r in rs:
+                name = p.name if short else "/".join([p.name, m.name] + ([r.name] if r is not None else []))
+                out.append(Variant(name, p, m, r))
+    return out
+
+
+@dataclass
+class PlannedCell:
+    case_id: str
+    case: dict[str, Any]
+    variant: Variant
+    repeat: int
+    messages: list[dict[str, str]]
+    key: str
+    retrieved: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Plan:
+    cells: list[PlannedCell]
+    n_variants: int
+    n_cases: int
+    repeats: int
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def summary(self) -> dict[str, Any]:
+        return {"cells": len(self.cells), "variants": self.n_variants, "cases": self.n_cases, "repeats": self.repeats,
+                "unique_requests": len({c.key for c in self.cells})}
+
+
+@dataclass
+class Experiment:
+    """Dataset version x variants x metrics x repeats. ``run()`` executes it; ``plan()`` checks it for free."""
+
+    store: Store
+    dataset: Dataset
+    variants: list[Variant]
+    metrics: list[BoundMetric] = field(default_factory=list)
+    repeats: int = 1
+    concurrency: int = 8
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            raise SpecError("an experiment needs at least one variant (a prompt and a model)")
+        names = [v.name for v in self.variants]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SpecError(f"variant names must be unique; repeated: {dup}. Name them explicitly under `variants:`")
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise SpecError(f"repeats must be an integer >= 1, got {self.repeats!r}")
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise SpecError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
+        labels = [m.label for m in self.metrics]
+        dup = sorted({n for n in labels if labels.count(n) > 1})
+        if dup:
+            raise MetricError(f"metric {dup[0]!r} appears twice; give one of them a different `label`")
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything needed to rebuild this experiment in another process (resume after kill -9)."""
+        return {
+            "name": self.name,
+            "dataset": {"name": self.dataset.name, "hash": self.dataset.hash, "version": self.dataset.version},
+            "variants": [
+                {"name": v.name, "prompt": v.prompt.record(), "model": v.model.record()["config"] | {
+                    "name": v.model.name, "max_retries": v.model.max_retries, "retry_base": v.model.retry_base},
+                 "retriever": v.retriever.model_dump(mode="json") if v.retriever is not None else None}
+                for v in self.variants
+            ],
+            "metrics": [{"name": m.definition.name, "options": dict(m.options), "label": m.label} for m in self.metrics],
+            "repeats": self.repeats,
+            "concurrency": self.concurrency,
+        }
+
+    @classmethod
+    def from_record(cls, store: Store, rec: dict[str, Any]) -> Experiment:
+        from workbench import datasets
+        from workbench.metrics.registry import bind
+
+        ds = datasets.get(store, rec["dataset"]["name"], rec["dataset"]["hash"])
+        variants = []
+        for v in rec["variants"]:
+            p = v["prompt"]
+            m = dict(v["model"])
+            model = ModelConfig(name=m.pop("name"), model=m["model"], params=m.get("params") or {},
+                                api_base=m.get("api_base"), api_key_env=m.get("api_key_env"),
+                                timeout=m.get("timeout", 120.0), max_concurrency=m.get("max_concurrency"),
+                                max_retries=m.get("max_retries", 5), retry_base=m.get("retry_base", 0.5))
+            retriever = None
+            if v.get("retriever"):
+                from workbench.retrieval import RetrievalConfig
+
+                retriever = RetrievalConfig.model_validate(v["retriever"])
+            variants.append(Variant(v["name"], Prompt(p["name"], p["user"], p["system"], tuple(p["few_shot"])),
+                                    model, retriever))
+        metrics = [bind(m["name"], m["options"], m["label"]) for m in rec["metrics"]]
+        return cls(store, ds, variants, metrics, rec["repeats"], rec["concurrency"], rec.get("name"))
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """Render every variant against every case and check metrics; report all problems at once."""
+        cases = self.dataset.cases()
+        columns = set(self.dataset.columns)
+        for m in self.metrics:
+            check_columns(m, columns)
+        retrieved = self._retrieve(cases)
+        problems: dict[tuple[str, str], list[str]] = {}
+        cells: list[PlannedCell] = []
+        rendered: dict[tuple[str, str], tuple[list[dict[str, str]], list[dict[str, Any]] | None]] = {}
+        for case_id, case in cases:
+            for v in self.variants:
+                hits = retrieved.get((v.name, case_id))
+                extra = None
+                if v.retriever is not None:
+                    extra = {"context": "\n\n".join(h["text"] for h in hits or []), "chunks": hits or []}
+                try:
+                    messages = v.prompt.render(template_vars(case, extra))
+                except Exception as exc:  # noqa: BLE001 - every template failure is collected and reported together
+                    problems.setdefault((v.name, render_error_text(exc)), []).append(case_id)
+                    continue
+                rendered[(case_id, v.name)] = (messages, hits)
+        if problems:
+            report = [RenderProblem(var, prob, ids) for (var, prob), ids in problems.items()]
+            raise TemplateError(describe_problems(report, sorted(columns)))
+        for case_id, case in cases:
+            for v in self.variants:
+                messages, hits = rendered[(case_id, v.name)]
+                for r in range(self.repeats):
+                    cells.append(PlannedCell(case_id, case, v, r, messages, request_key(v.model, messages, r), hits))
+        return Plan(cells, len(self.variants), len(cases), self.repeats)
+
+    def _retrieve(self, cases: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for v in self.variants:
+            if v.retriever is None:
+                continue
+            from workbench.retrieval import retrieve_for_cases
+
+            for case_id, hits in retrieve_for_cases(self.store, v.retriever, cases).items():
+                out[(v.name, case_id)] = hits
+        return out
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self, progress: bool = True) -> Run:
+        """Create a run and execute every cell. Returns the Run, also when interrupted (then resumable)."""
+        plan = self.plan()
+        run_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+        self.store.create_run(
+            run_id, self.name, self.dataset.name, self.dataset.hash, self.to_record(), self.repeats, len(plan),
+            [v.record() for v in self.variants], _unique(v.model.record() for v in self.variants),
+            _unique(v.prompt.record() for v in self.variants),
+        )
+        run = Run(self.store, run_id, self)
+        run._execute(plan.cells, progress=progress)
+        return run
+
+    async def arun(self, progress: bool = True) -> Run:
+        """Async form of ``run`` for code that already has an event loop."""
+        plan = self.plan()
+        run_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+        self.store.create_run(
+            run_id, self.name, self.dataset.name, self.dataset.hash, self.to_record(), self.repeats, len(plan),
+            [v.record() for v in self.variants], _unique(v.model.record() for v in self.variants),
+            _unique(v.prompt.record() for v in self.variants),
+        )
+        run = Run(self.store, run_id, self)
+        await _Executor(run, plan.cells, progress=progress, replace=False).execute()
+        return run
+
+
+def _unique(records: Any) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for r in records:
+        seen.setdefault(r["name"] + ":" + r["hash"], r)
+    return list(seen.values())
+
+
+@dataclass
+class RunSummary:
+    cells: int = 0
+    done: int = 0
+    cached: int = 0
+    failed: int = 0
+    model_calls: int = 0
+    retries: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    seconds: float = 0.0
+    status: str = "created"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Run:
+    """A stored run: results, leaderboard, resume. Load one with ``ws.run_by_id(run_id)``."""
+
+    def __init__(self, store: Store, run_id: str, experiment: Experiment | None = None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self._experiment = experiment
+        self.last = RunSummary()
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, status={self.status!r})"
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.store.get_run(self.run_id)
+
+    @property
+    def status(self) -> str:
+        return str(self.info["status"])
+
+    @property
+    def experiment(self) -> Experiment:
+        if self._experiment is None:
+            self._experiment = Experiment.from_record(self.store, self.info["spec"])
+        return self._experiment
+
+    # -- execution ---------------------------------------------------------------------------
+
+    def resume(self, progress: bool = True, retry_failed: bool = False) -> Run:
+        """Run only the cells that are not stored (and, with ``retry_failed``, those that failed)."""
+        plan = self.experiment.plan()
+        stored = self.store.stored_cells(self.run_id, include_failed=not retry_failed)
+        todo = [c for c in plan.cells if (c.case_id, c.variant.name, c.repeat) not in stored]
+        self._execute(todo, progress=progress, replace=retry_failed)
+        return self
+
+    def _execute(self, cells: list[PlannedCell], progress: bool, replace: bool = False) -> None:
+        executor = _Executor(self, cells, progress=progress, replace=replace)
+        _run_coroutine(executor.execute, executor.cancel)
+
+    # -- results -----------------------------------------------------------------------------
+
+    def results(self) -> pd.DataFrame:
+        """One row per cell: case, variant, repeat, prompt, output, one column per metric, cost, latency, error."""
+        import pandas as pd
+
+        cells, scores = self.store.results(self.run_id)
+        labels = [m["label"] for m in self.info["spec"]["metrics"]]
+        cells["messages"] = [json.loads(m) if isinstance(m, str) else m for m in cells["messages"]]
+        cells["prompt"] = [next((x["content"] for x in reversed(m or []) if x["role"] == "user"), None)
+                           for m in cells["messages"]]
+        cells["retrieved"] = [json.loads(r) if isinstance(r, str) else r for r in cells["retrieved"]]
+        keys = ["case_id", "variant", "repeat"]
+        if len(scores):
+            wide = scores.pivot_table(index=keys, columns="metric", values="value", aggfunc="first", dropna=False)
+            wide = wide.reindex(columns=[lb for lb in labels if lb in wide.columns])
+            errs = scores[scores["error"].notna()]
+            out = cells.merge(wide.reset_index(), on=keys, how="left")
+            if len(errs):
+                err_wide = errs.pivot_table(index=keys, columns="metric", values="error", aggfunc="first")
+                err_wide.columns = [f"{c}_error" for c in err_wide.columns]
+                out = out.merge(err_wide.reset_index(), on=keys, how="left")
+        else:
+            out = cells
+        for lb in labels:
+            if lb not in out.columns:
+                out[lb] = pd.Series(dtype="float64")
+        front = ["case_id", "variant", "repeat", "prompt", "output", *labels, "error", "latency_ms", "prompt_tokens",
+                 "completion_tokens", "cost", "cached", "retrieved", "messages", "error_kind", "request_key"]
+        rest = [c for c in out.columns if c not in front and c not in ("variant_position", "case_position")]
+        return out[front + rest].reset_index(drop=True)
+
+    def leaderboard(self) -> pd.DataFrame:
+        """Per variant: mean of every metric, n, errors, cost, p50/p95 latency, in grid order."""
+        board = self.store.leaderboard(self.run_id)
+        means = self.store.score_means(self.run_id)
+        labels = [m["label"] for m in self.info["spec"]["metrics"]]
+        if len(means):
+            wide = means.pivot_table(index="variant", columns="metric", values="mean", aggfunc="first")
+            board = board.merge(wide.reset_index(), on="variant", how="left")
+        for lb in labels:
+            if lb not in board.columns:
+                board[lb] = float("nan")
+        cols = ["variant", *labels, "n", "errors", "cached", "cost", "tokens", "latency_p50_ms", "latency_p95_ms"]
+        return board[cols].reset_index(drop=True)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts as stored (whichever process ran the cells) plus what this process did last."""
+        info = self.info
+        board = self.leaderboard()
+        return {
+            "run_id": self.run_id, "status": info["status"], "cells": int(info["n_cells"]),
+            "stored": int(board["n"].sum()), "cached": self.last.cached, "failed": int(board["errors"].sum()),
+            "model_calls": self.last.model_calls, "retries": self.last.retries, "cost": float(board["cost"].sum()),
+            "seconds": round(self.last.seconds, 3),
+            "leaderboard": json.loads(board.to_json(orient="records")),
+        }
+
+    def _repr_html_(self) -> str:
+        info = self.info
+        return (f"<b>Run {self.run_id}</b> — {info['status']}, {info['n_cells']} cells<br>"
+                + self.leaderboard().to_html(index=False, float_format=lambda x: f"{x:.3f}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# execution engine
+
+
+def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]], cancel: Callable[[], None]) -> None:
+    """Run a coroutine to completion from sync code, also inside Jupyter's running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(factory())
+        return
+    # A loop is running in this thread (a notebook kernel): run ours in a worker thread.
+    box: dict[str, BaseException] = {}
+
+    def target() -> None:
+        try:
+            asyncio.run(factory())
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread below
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="workbench-run", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.1)
+    except KeyboardInterrupt:
+        cancel()
+        t.join()
+    if "error" in box:
+        raise box["error"]
+
+
+class _Executor:
+    def __init__(self, run: Run, cells: list[PlannedCell], progress: bool, replace: bool) -> None:
+        self.run = run
+        self.store = run.store
+        self.cells = cells
+        self.progress = progress
+        self.replace = replace
+        self.summary = RunSummary(cells=len(cells))
+        self.metrics = run.experiment.metrics if run._experiment is not None else []
+        self.buffer_cells: list[dict[str, Any]] = []
+        self.buffer_scores: list[dict[str, Any]] = []
+        self.buffer_responses: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.fatal: ModelFatalError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[Any] | None = None
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Called from another thread (KeyboardInterrupt in a notebook)."""
+        self._cancelled = True
+        if self._loop is not None and self._main is not None:
+            self._loop.call_soon_threadsafe(self._main.cancel)
+
+    # -- buffering and durable writes ----------------------------------------------------------
+
+    def _score(self, cell: PlannedCell, output: str, res: tuple[Any, ...]) -> list[dict[str, Any]]:
+        view = CellView(case=cell.case, output=output, messages=cell.messages, retrieved=cell.retrieved,
+                        latency_ms=res[4], cost=res[3], tokens=(res[1] or 0) + (res[2] or 0))
+        rows = []
+        for m in self.metrics:
+            value: float | None = None
+            detail: Any = None
+            error: str | None = None
+            try:
+                raw = m.definition.fn(**m.call_kwargs(view))
+                if isinstance(raw, Score):
+                    value, detail = raw.value, raw.detail
+                else:
+                    value = raw
+                if value is not None:
+                    value = float(value)
+            except Exception as exc:  # noqa: BLE001 - a failing metric records its error for this cell only
+                error = f"{type(exc).__name__}: {exc}"
+            rows.append({"case_id": cell.case_id, "variant": cell.variant.name, "repeat": cell.repeat,
+                         "metric": m.label, "value": value, "detail": dumps(detail) if detail is not None else None,
+                         "error": error})
+        return rows
+
+    def _finish(self, cell: PlannedCell, res: tuple[Any, ...] | None, cached: bool, error: str | None = None,
+                error_kind: str | None = None) -> None:
+        """res = (output, prompt_tokens, completion_tokens, cost, latency_ms)."""
+        output = res[0] if res else None
+        record = {
+            "case_id": cell.case_id, "variant": cell.variant.name, "repeat": cell.repeat, "request_key": cell.key,
+            "messages": dumps(cell.messages), "output": output, "error": error, "error_kind": error_kind,
+            "latency_ms": res[4] if res else None, "prompt_tokens": res[1] if res else None,
+            "completion_tokens": res[2] if res else None, "cost": res[3] if res else None, "cached": cached,
+            "retrieved": dumps(cell.retrieved) if cell.retrieved is not None else None,
+        }
+        scores = self._score(cell, output or "", res) if res is not None else []
+        with self.lock:
+            self.buffer_cells.append(record)
+            self.buffer_scores.extend(scores)
+        s = self.summary
+        s.done += 1
+        s.cached += cached
+        s.failed += error is not None
+
+    def flush(self) -> None:
+        with self.lock:
+            cells, scores, responses = self.buffer_cells, self.buffer_scores, self.buffer_responses
+            self.buffer_cells, self.buffer_scores, self.buffer_responses = [], [], []
+        if cells or responses:
+            self.store.write_batch(self.run.run_id, cells, scores, responses, replace=self.replace)
+
+    async def _flusher(self, stop: asyncio.Event, bar: Any) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.to_thread(self.flush)
+            self._postfix(bar)
+
+    def _postfix(self, bar: Any) -> None:
+        if bar is None:
+            return
+        s = self.summary
+        bar.n = s.done
+        bar.set_postfix(cached=s.cached, failed=s.failed, tokens=s.tokens, cost=f"${s.cost:.4f}", refresh=True)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._main = asyncio.current_task()
+        started = time.perf_counter()
+        run_id = self.run.run_id
+        s = self.summary
+        bar = None
+        if self.progress and self.cells:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(self.cells), desc=f"run {run_id}", unit="cell", leave=True, mininterval=0.5)
+        self.store.set_run_status(run_id, "running")
+        gateway = Gateway()
+        status = "completed"
+        try:
+            cache = await asyncio.to_thread(self.store.lookup_responses, list({c.key for c in self.cells}))
+            groups: dict[str, list[PlannedCell]] = {}
+            for cell in self.cells:
+                hit = cache.get(cell.key)
+                if hit is not None:
+                    self._finish(cell, hit, cached=True)
+                else:
+                    groups.setdefault(cell.key, []).append(cell)
+            if len(self.buffer_cells) > FLUSH_CELLS:
+                await asyncio.to_thread(self.flush)
+            if groups:
+                stop = asyncio.Event()
+                flusher = asyncio.create_task(self._flusher(stop, bar))
+                queue = list(groups.values())
+                queue.reverse()  # pop() from the end keeps case-major order
+                workers = [asyncio.create_task(self._worker(queue, gateway)) for _ in
+                           range(min(self.run.experiment.concurrency, len(queue)))]
+                try:
+                    await asyncio.gather(*workers)
+                finally:
+                    for w in workers:
+                        w.cancel()
+                    await asyncio.gather(*workers, return_exceptions=True)
+                    stop.set()
+                    await asyncio.gather(flusher, return_exceptions=True)
+            if self.fatal is not None:
+                status = "failed"
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            status = "interrupted"
+        finally:
+            s.model_calls = gateway.stats.calls
+            s.retries = gateway.stats.retries
+            s.seconds = time.perf_counter() - started
+            self.flush()
+            self._postfix(bar)
+            if bar is not None:
+                bar.close()
+            stored = self.store.stored_cells(run_id)
+            n_cells = self.store.get_run(run_id)["n_cells"]
+            if status == "completed" and len(stored) < n_cells:
+                status = "incomplete"
+            self.store.set_run_status(run_id, status, finished=status == "completed")
+            s.status = status
+            self.run.last = s
+        if status == "interrupted":
+            warnings.warn(
+                f"run {run_id} interrupted: {len(stored)}/{n_cells} cells stored. Resume it with run.resume() "
+                f"or `llmops resume {run_id}`.", stacklevel=2,
+            )
+        if self.fatal is not None:
+            raise ModelFatalError(
+                f"{self.fatal} Run {run_id} stopped: {len(stored)}/{n_cells} cells stored; after fixing it, "
+                f"`llmops resume {run_id}` (or run.resume()) runs only the missing cells."
+            ) from self.fatal
+
+    async def _worker(self, queue: list[list[PlannedCell]], gateway: Gateway) -> None:
+        s = self.summary
+        while queue and self.fatal is None and not self._cancelled:
+            group = queue.pop()
+            first = group[0]
+            try:
+                result: CallResult = await gateway.complete(first.variant.model, first.messages)
+            except ModelFatalError as exc:
+                if self.fatal is None:
+                    self.fatal = exc
+                return
+            except ModelError as exc:
+                for cell in group:
+                    self._finish(cell, None, cached=False, error=str(exc), error_kind="model")
+                continue
+            except WorkbenchError as exc:
+                for cell in group:
+                    self._finish(cell, None, cached=False, error=str(exc), error_kind=type(exc).__name__)
+                continue
+            res = (result.output, result.prompt_tokens, result.completion_tokens, result.cost, result.latency_ms)
+            with self.lock:
+                self.buffer_responses.append({
+                    "request_key": first.key, "model": first.variant.model.model, "output": result.output,
+                    "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                    "cost": result.cost, "latency_ms": result.latency_ms,
+                })
+            s.tokens += (result.prompt_tokens or 0) + (result.completion_tokens or 0)
+            s.cost += result.cost or 0.0
+            for i, cell in enumerate(group):
+                self._finish(cell, res, cached=i > 0)
+            if len(self.buffer_cells) >= FLUSH_CELLS:
+                await asyncio.to_thread(self.flush)

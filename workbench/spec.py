@@ -1,0 +1,146 @@
+"""The experiment spec users write in YAML. Unknown keys are errors, reported with their path.
+
+```yaml
+dataset: {name: covid, path: qa.jsonl, id: qid}
+prompts:
+  - {name: terse, system: "You answer questions.", user: "Question: {{ query }}"}
+models:
+  - {name: local, model: openai/test-model, api_base: "http://127.0.0.1:8000/v1", params: {temperature: 0}}
+metrics:
+  - {name: token_f1, expected: gold_answer}
+concurrency: 8
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workbench.errors import SpecError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    name: str
+    path: str | None = None
+    id: str | None = None
+    inputs: list[str] | None = None
+    format: str | None = None
+    dedupe: Literal["exact", "normalized"] | None = None
+    version: int | str | None = None
+
+
+class FewShot(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class PromptSpec(_Strict):
+    name: str
+    user: str
+    system: str | None = None
+    few_shot: list[FewShot] = Field(default_factory=list)
+
+
+class ModelSpec(_Strict):
+    name: str
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout: float = Field(120.0, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+    max_retries: int = Field(5, ge=0)
+
+
+class VariantSpec(_Strict):
+    name: str | None = None
+    prompt: str
+    model: str
+    retriever: str | None = None
+
+
+class MetricSpec(BaseModel):
+    """``{name: token_f1, expected: gold_answer}``: every key but name/label is an option of the metric."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    label: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ExperimentSpec(_Strict):
+    dataset: DatasetSpec
+    prompts: list[PromptSpec] = Field(min_length=1)
+    models: list[ModelSpec] = Field(min_length=1)
+    retrievers: list[dict[str, Any]] = Field(default_factory=list)
+    variants: list[VariantSpec] | None = None
+    metrics: list[MetricSpec | str] = Field(default_factory=list)
+    concurrency: int = Field(8, ge=1, le=1024)
+    repeats: int = Field(1, ge=1, le=1000)
+    name: str | None = None
+
+    @field_validator("prompts", "models")
+    @classmethod
+    def _unique_names(cls, items: list[Any]) -> list[Any]:
+        names = [i.name for i in items]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"names must be unique; repeated: {dup}")
+        return items
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("MetricSpec", "str"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse(data: Any, source: str = "spec") -> ExperimentSpec:
+    """Validate a spec dict; errors name the bad key path, e.g. ``models[0].temprature: unknown key``."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the spec must be a mapping with keys dataset, prompts, models, metrics, ...")
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _loc(err["loc"])
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{where}: unknown key")
+            elif err["type"] == "missing":
+                lines.append(f"{where}: required key is missing")
+            else:
+                lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        lines = list(dict.fromkeys(lines))
+        raise SpecError(f"{source}: {len(lines)} problem(s):\n  " + "\n  ".join(lines)) from None
+
+
+def load(path: str | Path) -> tuple[ExperimentSpec, Path]:
+    """Read a YAML spec; returns it with the folder that relative paths are resolved against."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise SpecError(f"spec file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{p}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{p}: not UTF-8 text ({exc})") from exc
+    return parse(data, str(p)), p.resolve().parent

@@ -1,0 +1,616 @@
+"""The store: every byte the workbench keeps lives in one DuckDB file, and every SQL statement lives here.
+
+Storage design
+==============
+``<workspace>/workspace.duckdb`` holds the tables below; ``<workspace>/artifacts/`` holds files too
+big or too binary for a table (chunk tables, embeddings, FAISS indexes), keyed by content hashes.
+
+- ``_migrations``: one row per applied schema migration (id, name, time). Migrations are ordered
+  functions, each applied in one transaction, never renamed or reordered.
+- ``datasets`` (name, hash, version, ...): immutable dataset versions; ``dataset_cases`` holds each
+  version's rows as JSON keyed by a stable ``case_id``.
+- ``prompts`` (name, hash, version, system, user, few_shot): immutable template versions.
+- ``models`` (hash, name, model, params): model configurations (never an API key).
+- ``responses``: the model-call cache keyed by ``request_key`` = hash(model, messages, params,
+  repeat). An identical request is never paid twice.
+- ``runs`` / ``run_variants``: one row per run and per variant in it, with the hashes of what
+  produced it.
+- ``cells``: one row per (run, case, variant, repeat): rendered messages, output, error, tokens,
+  cost, latency, cache hit, retrieved chunks. Primary key makes a cell impossible to store twice.
+- ``scores``: one row per (cell, metric) with value, detail and error.
+- ``feedback``: human ratings of cells.
+
+Concurrency: DuckDB lets one process open a file read-write and then locks everyone else out,
+so connections are short-lived (open, do a batch, close) and opening retries with backoff until
+``LLMOPS_LOCK_TIMEOUT`` seconds (default 60) pass; the error then names the file and the PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.errors import NotFoundError, SchemaVersionError, ValidationError, WorkspaceError, WorkspaceLockedError
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+DB_FILE = "workspace.duckdb"
+
+# ---------------------------------------------------------------------------------------------
+# migrations
+
+
+Migration = Callable[["duckdb.DuckDBPyConnection"], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register ``fn`` as the next schema migration. Order of definition is the order applied."""
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE datasets (
+            name TEXT NOT NULL, hash TEXT NOT NULL, version INTEGER NOT NULL,
+            id_column TEXT, columns JSON NOT NULL, n_cases INTEGER NOT NULL, source TEXT,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (name, hash), UNIQUE (name, version));
+        CREATE TABLE dataset_cases (
+            dataset_hash TEXT NOT NULL, case_id TEXT NOT NULL, position INTEGER NOT NULL, data JSON NOT NULL,
+            PRIMARY KEY (dataset_hash, case_id));
+        CREATE TABLE prompts (
+            name TEXT NOT NULL, hash TEXT NOT NULL, version INTEGER NOT NULL,
+            system TEXT, "user" TEXT NOT NULL, few_shot JSON,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (name, hash), UNIQUE (name, version));
+        CREATE TABLE models (
+            hash TEXT PRIMARY KEY, name TEXT NOT NULL, model TEXT NOT NULL, config JSON NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        CREATE TABLE responses (
+            request_key TEXT PRIMARY KEY, model TEXT NOT NULL, output TEXT,
+            prompt_tokens INTEGER, completion_tokens INTEGER, cost DOUBLE, latency_ms DOUBLE,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL,
+            dataset_name TEXT NOT NULL, dataset_hash TEXT NOT NULL,
+            spec JSON NOT NULL, repeats INTEGER NOT NULL, n_cells INTEGER NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(), finished_at TIMESTAMPTZ);
+        CREATE TABLE run_variants (
+            run_id TEXT NOT NULL, variant TEXT NOT NULL, variant_hash TEXT NOT NULL, position INTEGER NOT NULL,
+            prompt_name TEXT NOT NULL, prompt_hash TEXT NOT NULL, model_name TEXT NOT NULL,
+            model TEXT NOT NULL, model_hash TEXT NOT NULL, retriever_name TEXT, retriever_hash TEXT,
+            PRIMARY KEY (run_id, variant));
+        CREATE TABLE cells (
+            run_id TEXT NOT NULL, case_id TEXT NOT NULL, variant TEXT NOT NULL, repeat INTEGER NOT NULL,
+            request_key TEXT, messages JSON, output TEXT, error TEXT, error_kind TEXT,
+            latency_ms DOUBLE, prompt_tokens INTEGER, completion_tokens INTEGER, cost DOUBLE,
+            cached BOOLEAN NOT NULL, retrieved JSON,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (run_id, case_id, variant, repeat));
+        CREATE TABLE scores (
+            run_id TEXT NOT NULL, case_id TEXT NOT NULL, variant TEXT NOT NULL, repeat INTEGER NOT NULL,
+            metric TEXT NOT NULL, value DOUBLE, detail JSON, error TEXT,
+            PRIMARY KEY (run_id, case_id, variant, repeat, metric));
+        CREATE SEQUENCE feedback_seq;
+        CREATE TABLE feedback (
+            feedback_id BIGINT PRIMARY KEY DEFAULT nextval('feedback_seq'),
+            run_id TEXT, case_id TEXT, variant TEXT, repeat INTEGER,
+            kind TEXT NOT NULL, value DOUBLE, label TEXT, comment TEXT, author TEXT,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        """
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# connections
+
+
+def _lock_timeout() -> float:
+    try:
+        return float(os.environ.get("LLMOPS_LOCK_TIMEOUT", "60"))
+    except ValueError:
+        return 60.0
+
+
+_PID_RE = re.compile(r"PID (\d+)")
+_LOCK_WORDS = ("Could not set lock", "Conflicting lock", "database is locked")
+
+# DuckDB shares one database instance between connections of one process; serialise our own
+# short-lived connections so threads of one process never race each other for the file.
+_PROCESS_LOCK = threading.RLock()
+
+
+def _first(cursor: Any) -> Any:
+    """First row of a result, fetched fully: DuckDB 2 refuses new work while a result is unread."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, so equal content hashes equally."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@dataclass
+class Store:
+    """Opens short-lived connections to a workspace database and holds all of its SQL."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path).resolve()
+        self.db_path = self.path / DB_FILE
+        self.artifacts = self.path / "artifacts"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.artifacts.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create workspace folder {self.path}: {exc}") from exc
+        self._migrate()
+
+    # -- connection factory ---------------------------------------------------------------
+
+    def _connect_once(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        con = duckdb.connect(str(self.db_path), config={"python_enable_replacements": False})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+        except duckdb.Error:  # ICU may be missing; timestamps are still stored as UTC instants
+            pass
+        return con
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the database, waiting with backoff while another process holds it; close on exit."""
+        import duckdb
+
+        deadline = time.monotonic() + _lock_timeout()
+        delay = 0.01
+        with _PROCESS_LOCK:
+            while True:
+                try:
+                    con = self._connect_once()
+                    break
+                except duckdb.IOException as exc:
+                    msg = str(exc)
+                    if not any(w in msg for w in _LOCK_WORDS):
+                        raise WorkspaceError(f"cannot open workspace database {self.db_path}: {msg}") from exc
+                    if time.monotonic() >= deadline:
+                        m = _PID_RE.search(msg)
+                        holder = f"process {m.group(1)}" if m else "another process"
+                        raise WorkspaceLockedError(
+                            f"workspace database {self.db_path} is locked by {holder} and stayed locked for "
+                            f"{_lock_timeout():.0f} s. Another kernel or command is writing to it; wait for it to "
+                            "finish, stop it if it is stuck, use a different workspace (LLMOPS_WORKSPACE or "
+                            "--workspace), or raise LLMOPS_LOCK_TIMEOUT."
+                        ) from exc
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside BEGIN/COMMIT: all of a batch is stored, or none of it."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # -- migrations ------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.connect() as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS _migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            applied = {row[0] for row in con.execute("SELECT id FROM _migrations").fetchall()}
+            newest = max(applied, default=0)
+            if newest > len(MIGRATIONS):
+                raise SchemaVersionError(
+                    f"workspace {self.path} has schema version {newest} but this workbench knows only up to "
+                    f"{len(MIGRATIONS)}: it was written by a newer workbench. Upgrade the package "
+                    "(pip install -U llmops-workbench) or open another workspace."
+                )
+            for number, (name, fn) in enumerate(MIGRATIONS, start=1):
+                if number in applied:
+                    continue
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    fn(con)
+                    con.execute("INSERT INTO _migrations (id, name) VALUES ($1, $2)", [number, name])
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        with self.connect() as con:
+            row = _first(con.execute("SELECT max(id) FROM _migrations"))
+        return int(row[0] or 0) if row else 0
+
+    # -- read-only SQL for users ----------------------------------------------------------
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        """Run a user's read-only query; anything but SELECT-like statements is refused."""
+        import duckdb
+
+        with self.connect() as con:
+            try:
+                statements = con.extract_statements(query)
+            except duckdb.Error as exc:
+                raise ValidationError(f"SQL does not parse: {exc}") from exc
+            allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+            bad = [s.type.name for s in statements if s.type not in allowed]
+            if bad or len(statements) != 1:
+                raise ValidationError(
+                    "ws.sql() is read-only and takes exactly one SELECT statement; got "
+                    f"{', '.join(bad) or str(len(statements)) + ' statements'}. Use the Python API to change data."
+                )
+            con.execute("BEGIN TRANSACTION")
+            try:
+                return con.execute(query, params or []).df()
+            except duckdb.Error as exc:
+                raise ValidationError(f"SQL error: {exc}") from exc
+            finally:
+                con.execute("ROLLBACK")
+
+    # -- datasets --------------------------------------------------------------------------
+
+    def find_dataset(self, name: str, hash_: str | None = None, version: int | None = None) -> dict[str, Any] | None:
+        query = "SELECT name, hash, version, id_column, columns, n_cases, source, created_at FROM datasets WHERE name=$1"
+        params: list[Any] = [name]
+        if hash_ is not None:
+            query += " AND (hash=$2 OR hash LIKE $2 || '%')"
+            params.append(hash_)
+        elif version is not None:
+            query += " AND version=$2"
+            params.append(version)
+        query += " ORDER BY version DESC LIMIT 1"
+        with self.connect() as con:
+            row = _first(con.execute(query, params))
+        if row is None:
+            return None
+        keys = ("name", "hash", "version", "id_column", "columns", "n_cases", "source", "created_at")
+        rec = dict(zip(keys, row))
+        rec["columns"] = json.loads(rec["columns"])
+        return rec
+
+    def insert_dataset(
+        self, name: str, hash_: str, id_column: str | None, columns: list[str], source: str | None,
+        case_ids: list[str], rows_json: list[str],
+    ) -> int:
+        """Store a dataset version and its cases in one transaction; returns the version number."""
+        import pyarrow as pa
+
+        table = pa.table({
+            "case_id": pa.array(case_ids, pa.string()),
+            "position": pa.array(range(len(case_ids)), pa.int32()),
+            "data": pa.array(rows_json, pa.string()),
+        })
+        with self.transaction() as con:
+            row = _first(con.execute("SELECT version FROM datasets WHERE name=$1 AND hash=$2", [name, hash_]))
+            if row:
+                return int(row[0])
+            (version,) = _first(con.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM datasets WHERE name=$1", [name]
+            ))
+            con.execute(
+                "INSERT INTO datasets (name, hash, version, id_column, columns, n_cases, source) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                [name, hash_, version, id_column, dumps(columns), len(case_ids), source],
+            )
+            exists = _first(con.execute("SELECT count(*) FROM dataset_cases WHERE dataset_hash=$1", [hash_]))
+            if not exists or exists[0] == 0:
+                con.register("_cases", table)
+                con.execute(
+                    "INSERT INTO dataset_cases SELECT $1, case_id, position, data FROM _cases", [hash_]
+                )
+                con.unregister("_cases")
+            return int(version)
+
+    def dataset_cases(self, hash_: str) -> list[tuple[str, str]]:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT case_id, data FROM dataset_cases WHERE dataset_hash=$1 ORDER BY position", [hash_]
+            ).fetchall()
+
+    def list_datasets(self) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT name, version, hash, n_cases, id_column, source, created_at FROM datasets ORDER BY name, version"
+            ).df()
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def upsert_prompt(self, name: str, hash_: str, system: str | None, user: str, few_shot: list[Any]) -> int:
+        with self.transaction() as con:
+            row = _first(con.execute("SELECT version FROM prompts WHERE name=$1 AND hash=$2", [name, hash_]))
+            if row:
+                return int(row[0])
+            (version,) = _first(con.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM prompts WHERE name=$1", [name]
+            ))
+            con.execute(
+                'INSERT INTO prompts (name, hash, version, system, "user", few_shot) VALUES ($1,$2,$3,$4,$5,$6)',
+                [name, hash_, version, system, user, dumps(few_shot)],
+            )
+            return int(version)
+
+    def find_prompt(self, name: str, version: int | None = None) -> dict[str, Any] | None:
+        query = 'SELECT name, hash, version, system, "user", few_shot FROM prompts WHERE name=$1'
+        params: list[Any] = [name]
+        if version is not None:
+            query += " AND version=$2"
+            params.append(version)
+        query += " ORDER BY version DESC LIMIT 1"
+        with self.connect() as con:
+            row = _first(con.execute(query, params))
+        if row is None:
+            return None
+        rec = dict(zip(("name", "hash", "version", "system", "user", "few_shot"), row))
+        rec["few_shot"] = json.loads(rec["few_shot"] or "[]")
+        return rec
+
+    def list_prompts(self) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(
+                'SELECT name, version, hash, system, "user", created_at FROM prompts ORDER BY name, version'
+            ).df()
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(
+        self, run_id: str, name: str | None, dataset_name: str, dataset_hash: str, spec: dict[str, Any],
+        repeats: int, n_cells: int, variants: list[dict[str, Any]], models: list[dict[str, Any]],
+        prompts: list[dict[str, Any]],
+    ) -> None:
+        """Record a run, its variants and the models/prompts they use, atomically."""
+        with self.transaction() as con:
+            for p in prompts:
+                row = _first(con.execute("SELECT 1 FROM prompts WHERE name=$1 AND hash=$2", [p["name"], p["hash"]]))
+                if not row:
+                    (version,) = _first(con.execute(
+                        "SELECT coalesce(max(version), 0) + 1 FROM prompts WHERE name=$1", [p["name"]]
+                    ))
+                    con.execute(
+                        'INSERT INTO prompts (name, hash, version, system, "user", few_shot) VALUES ($1,$2,$3,$4,$5,$6)',
+                        [p["name"], p["hash"], version, p["system"], p["user"], dumps(p["few_shot"])],
+                    )
+            for m in models:
+                con.execute(
+                    "INSERT INTO models (hash, name, model, config) VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
+                    [m["hash"], m["name"], m["model"], dumps(m["config"])],
+                )
+            con.execute(
+                "INSERT INTO runs (run_id, name, status, dataset_name, dataset_hash, spec, repeats, n_cells) "
+                "VALUES ($1,$2,'created',$3,$4,$5,$6,$7)",
+                [run_id, name, dataset_name, dataset_hash, dumps(spec), repeats, n_cells],
+            )
+            for i, v in enumerate(variants):
+                con.execute(
+                    "INSERT INTO run_variants VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                    [run_id, v["name"], v["hash"], i, v["prompt_name"], v["prompt_hash"], v["model_name"],
+                     v["model"], v["model_hash"], v.get("retriever_name"), v.get("retriever_hash")],
+                )
+
+    def set_run_status(self, run_id: str, status: str, finished: bool = False) -> None:
+        with self.connect() as con:
+            con.execute(
+                "UPDATE runs SET status=$2, finished_at=CASE WHEN $3 THEN now() ELSE finished_at END WHERE run_id=$1",
+                [run_id, status, finished],
+            )
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        with self.connect() as con:
+            row = con.execute(
+                "SELECT run_id, name, status, dataset_name, dataset_hash, spec, repeats, n_cells, created_at, "
+                "finished_at FROM runs WHERE run_id=$1 OR run_id LIKE $1 || '%' ORDER BY created_at DESC",
+                [run_id],
+            ).fetchall()
+        if not row:
+            raise NotFoundError(f"no run {run_id!r} in workspace {self.path}; list runs with `llmops runs`")
+        if len(row) > 1 and row[0][0] != run_id:
+            raise NotFoundError(f"run id prefix {run_id!r} is ambiguous: {[r[0] for r in row][:5]}")
+        keys = ("run_id", "name", "status", "dataset_name", "dataset_hash", "spec", "repeats", "n_cells",
+                "created_at", "finished_at")
+        rec = dict(zip(keys, row[0]))
+        rec["spec"] = json.loads(rec["spec"])
+        return rec
+
+    def list_runs(self) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(
+                """
+                SELECT r.run_id, r.name, r.status, r.dataset_name, r.n_cells,
+                       count(c.case_id) AS done, count(c.error) AS failed,
+                       coalesce(sum(c.cost), 0) AS cost, r.created_at, r.finished_at
+                FROM runs r LEFT JOIN cells c USING (run_id)
+                GROUP BY ALL ORDER BY r.created_at DESC
+                """
+            ).df()
+
+    def run_variants(self, run_id: str) -> list[dict[str, Any]]:
+        with self.connect() as con:
+            cur = con.execute("SELECT * FROM run_variants WHERE run_id=$1 ORDER BY position", [run_id])
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    # -- cells, scores, cache --------------------------------------------------------------
+
+    def stored_cells(self, run_id: str, include_failed: bool = True) -> set[tuple[str, str, int]]:
+        """Keys of cells already stored for a run (what resume skips)."""
+        query = "SELECT case_id, variant, repeat FROM cells WHERE run_id=$1"
+        if not include_failed:
+            query += " AND error IS NULL"
+        with self.connect() as con:
+            return {(r[0], r[1], int(r[2])) for r in con.execute(query, [run_id]).fetchall()}
+
+    def lookup_responses(self, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """Cached responses for many request keys in one query."""
+        if not keys:
+            return {}
+        import pyarrow as pa
+
+        with self.connect() as con:
+            con.register("_keys", pa.table({"k": pa.array(list(keys), pa.string())}))
+            rows = con.execute(
+                "SELECT request_key, output, prompt_tokens, completion_tokens, cost, latency_ms "
+                "FROM responses JOIN _keys ON request_key = k"
+            ).fetchall()
+        return {r[0]: r[1:] for r in rows}
+
+    def write_batch(
+        self, run_id: str, cells: list[dict[str, Any]], scores: list[dict[str, Any]],
+        responses: list[dict[str, Any]], replace: bool = False,
+    ) -> None:
+        """Store finished cells, their scores and new cache entries in one transaction."""
+        if not cells and not responses:
+            return
+        import pyarrow as pa
+
+        with self.transaction() as con:
+            if responses:
+                con.register("_resp", pa.Table.from_pylist(responses, schema=_RESPONSE_SCHEMA()))
+                con.execute(
+                    "INSERT INTO responses (request_key, model, output, prompt_tokens, completion_tokens, cost, "
+                    "latency_ms) SELECT request_key, model, output, prompt_tokens, completion_tokens, cost, "
+                    "latency_ms FROM _resp ON CONFLICT DO NOTHING"
+                )
+                con.unregister("_resp")
+            if cells:
+                con.register("_cells", pa.Table.from_pylist(cells, schema=_CELL_SCHEMA()))
+                if replace:
+                    con.execute(
+                        "DELETE FROM scores WHERE run_id=$1 AND (case_id, variant, repeat) IN "
+                        "(SELECT (case_id, variant, repeat) FROM _cells)", [run_id]
+                    )
+                    con.execute(
+                        "DELETE FROM cells WHERE run_id=$1 AND (case_id, variant, repeat) IN "
+                        "(SELECT (case_id, variant, repeat) FROM _cells)", [run_id]
+                    )
+                con.execute(
+                    "INSERT INTO cells (run_id, case_id, variant, repeat, request_key, messages, output, error, "
+                    "error_kind, latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved) "
+                    "SELECT $1, case_id, variant, repeat, request_key, messages, output, error, error_kind, "
+                    "latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved FROM _cells "
+                    "ON CONFLICT DO NOTHING",
+                    [run_id],
+                )
+                con.unregister("_cells")
+            if scores:
+                con.register("_scores", pa.Table.from_pylist(scores, schema=_SCORE_SCHEMA()))
+                con.execute(
+                    "INSERT INTO scores SELECT $1, case_id, variant, repeat, metric, value, detail, error "
+                    "FROM _scores ON CONFLICT DO NOTHING",
+                    [run_id],
+                )
+                con.unregister("_scores")
+
+    def results(self, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Cells and scores of a run as two long tables (the analysis layer pivots them)."""
+        with self.connect() as con:
+            cells = con.execute(
+                """
+                SELECT c.case_id, c.variant, c.repeat, c.messages, c.output, c.error, c.error_kind,
+                       c.latency_ms, c.prompt_tokens, c.completion_tokens, c.cost, c.cached, c.retrieved,
+                       c.request_key, v.position AS variant_position, d.position AS case_position
+                FROM cells c
+                JOIN runs r USING (run_id)
+                JOIN run_variants v ON v.run_id = c.run_id AND v.variant = c.variant
+                LEFT JOIN dataset_cases d ON d.dataset_hash = r.dataset_hash AND d.case_id = c.case_id
+                WHERE c.run_id = $1
+                ORDER BY case_position, variant_position, c.repeat
+                """,
+                [run_id],
+            ).df()
+            scores = con.execute(
+                "SELECT case_id, variant, repeat, metric, value, detail, error FROM scores WHERE run_id=$1",
+                [run_id],
+            ).df()
+        return cells, scores
+
+    def leaderboard(self, run_id: str) -> pd.DataFrame:
+        """Per-variant aggregates computed in DuckDB."""
+        with self.connect() as con:
+            return con.execute(
+                """
+                SELECT v.variant, v.position, count(c.case_id) AS n, count(c.error) AS errors,
+                       sum(CASE WHEN c.cached THEN 1 ELSE 0 END) AS cached,
+                       coalesce(sum(c.cost), 0) AS cost,
+                       coalesce(sum(c.prompt_tokens), 0) + coalesce(sum(c.completion_tokens), 0) AS tokens,
+                       quantile_cont(c.latency_ms, 0.5) AS latency_p50_ms,
+                       quantile_cont(c.latency_ms, 0.95) AS latency_p95_ms
+                FROM run_variants v LEFT JOIN cells c ON c.run_id = v.run_id AND c.variant = v.variant
+                WHERE v.run_id = $1
+                GROUP BY v.variant, v.position ORDER BY v.position
+                """,
+                [run_id],
+            ).df()
+
+    def score_means(self, run_id: str) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT variant, metric, avg(value) AS mean, count(value) AS n, count(error) AS errors "
+                "FROM scores WHERE run_id=$1 GROUP BY variant, metric",
+                [run_id],
+            ).df()
+
+    def cache_stats(self) -> dict[str, Any]:
+        with self.connect() as con:
+            row = _first(con.execute("SELECT count(*), coalesce(sum(cost), 0) FROM responses"))
+        return {"responses": int(row[0]), "cost": float(row[1])} if row else {}
+
+
+def _RESPONSE_SCHEMA() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("request_key", pa.string()), ("model", pa.string()), ("output", pa.string()),
+        ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost", pa.float64()),
+        ("latency_ms", pa.float64()),
+    ])
+
+
+def _CELL_SCHEMA() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("case_id", pa.string()), ("variant", pa.string()), ("repeat", pa.int32()),
+        ("request_key", pa.string()), ("messages", pa.string()), ("output", pa.string()),
+        ("error", pa.string()), ("error_kind", pa.string()), ("latency_ms", pa.float64()),
+        ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost", pa.float64()),
+        ("cached", pa.bool_()), ("retrieved", pa.string()),
+    ])
+
+
+def _SCORE_SCHEMA() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("case_id", pa.string()), ("variant", pa.string()), ("repeat", pa.int32()), ("metric", pa.string()),
+        ("value", pa.float64()), ("detail", pa.string()), ("error", pa.string()),
+    ])

@@ -1,0 +1,199 @@
+"""The Workspace: the one Python API every face (CLI, magics, widgets, server extension) wraps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench import datasets as _datasets
+from workbench.datasets import Dataset
+from workbench.errors import NotFoundError, SpecError
+from workbench.llm import ModelConfig
+from workbench.metrics.registry import BoundMetric, bind
+from workbench.prompts import Prompt
+from workbench.runner import Experiment, Run, Variant, variant_names
+from workbench.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from workbench.spec import ExperimentSpec
+
+DEFAULT_DIR = ".llmops"
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("LLMOPS_WORKSPACE") or DEFAULT_DIR)
+
+
+class Workspace:
+    """A folder holding ``workspace.duckdb`` and ``artifacts/``. Cheap to open; holds no connection."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.store = Store(Path(path) if path is not None else default_path())
+        self.path = self.store.path
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.path)!r})"
+
+    # -- datasets ------------------------------------------------------------------------------
+
+    def add_dataset(
+        self, name: str, data: Any, *, id: str | None = None, inputs: Sequence[str] | None = None,
+        text_columns: Sequence[str] | None = None, required: Sequence[str] | None = None,
+        dedupe: str | None = None, fmt: str | None = None,
+    ) -> Dataset:
+        """Store a dataset version from a DataFrame, records, or a CSV / JSONL / JSON / Parquet file."""
+        return _datasets.add(self.store, name, data, id=id, inputs=inputs, text_columns=text_columns,
+                             required=required, dedupe=dedupe, fmt=fmt)  # type: ignore[arg-type]
+
+    def dataset(self, name: str, version: int | str | None = None) -> Dataset:
+        return _datasets.get(self.store, name, version)
+
+    def datasets(self) -> pd.DataFrame:
+        return self.store.list_datasets()
+
+    # -- prompts -------------------------------------------------------------------------------
+
+    def add_prompt(self, name: str, user: str, system: str | None = None,
+                   few_shot: Sequence[Mapping[str, str]] = ()) -> Prompt:
+        """Store a prompt version (same content returns the same version)."""
+        p = Prompt(name, user, system, tuple(few_shot))
+        self.store.upsert_prompt(p.name, p.hash, p.system, p.user, list(p.few_shot))
+        return p
+
+    def prompt(self, name: str, version: int | None = None) -> Prompt:
+        rec = self.store.find_prompt(name, version)
+        if rec is None:
+            raise NotFoundError(f"no prompt {name!r} in workspace {self.path}; add one with ws.add_prompt(...)")
+        return Prompt(rec["name"], rec["user"], rec["system"], tuple(rec["few_shot"]))
+
+    def prompts(self) -> pd.DataFrame:
+        return self.store.list_prompts()
+
+    # -- experiments ---------------------------------------------------------------------------
+
+    def experiment(
+        self,
+        dataset: Dataset | str,
+        prompts: Sequence[Prompt | Mapping[str, Any]] | Prompt,
+        models: Sequence[ModelConfig | Mapping[str, Any] | str] | ModelConfig | str,
+        metrics: Sequence[str | Mapping[str, Any] | BoundMetric] = (),
+        *,
+        retrievers: Sequence[Any] = (),
+        variants: Sequence[Mapping[str, Any]] | None = None,
+        repeats: int = 1,
+        concurrency: int = 8,
+        name: str | None = None,
+    ) -> Experiment:
+        """Build (and check) an experiment. Models may be litellm strings, dicts or ModelConfig."""
+        ds = self.dataset(dataset) if isinstance(dataset, str) else dataset
+        ps = [prompts] if isinstance(prompts, Prompt) else [
+            p if isinstance(p, Prompt) else Prompt(p["name"], p["user"], p.get("system"), tuple(p.get("few_shot", ())))
+            for p in prompts
+        ]
+        ms = [_model(m) for m in ([models] if isinstance(models, (str, ModelConfig)) else models)]
+        rs = list(retrievers)
+        if variants:
+            by_p = {p.name: p for p in ps}
+            by_m = {m.name: m for m in ms}
+            by_r = {r.name: r for r in rs}
+            vs = []
+            for i, v in enumerate(variants):
+                for key, table in (("prompt", by_p), ("model", by_m)):
+                    if v[key] not in table:
+                        raise SpecError(f"variants[{i}].{key}: {v[key]!r} is not defined; defined: {sorted(table)}")
+                if v.get("retriever") and v["retriever"] not in by_r:
+                    raise SpecError(f"variants[{i}].retriever: {v['retriever']!r} is not defined; defined: {sorted(by_r)}")
+                r = by_r.get(v["retriever"]) if v.get("retriever") else None
+                default = "/".join([v["prompt"], v["model"]] + ([r.name] if r is not None else []))
+                vs.append(Variant(v.get("name") or default, by_p[v["prompt"]], by_m[v["model"]], r))
+        else:
+            vs = variant_names(ps, ms, rs)
+        bound = [_metric(m) for m in metrics]
+        return Experiment(self.store, ds, vs, bound, repeats, concurrency, name)
+
+    def run(self, experiment: Experiment | str | os.PathLike[str] | Mapping[str, Any], progress: bool = True) -> Run:
+        """Run an Experiment, a YAML spec path, or a spec dict."""
+        exp = experiment if isinstance(experiment, Experiment) else self.from_spec(experiment)
+        return exp.run(progress=progress)
+
+    def from_spec(self, spec: str | os.PathLike[str] | Mapping[str, Any] | ExperimentSpec,
+                  base: Path | None = None) -> Experiment:
+        """Build an Experiment from a YAML path or dict; relative paths resolve against the spec's folder."""
+        from workbench import spec as _spec
+
+        if isinstance(spec, (str, os.PathLike)):
+            parsed, base = _spec.load(spec)
+        elif isinstance(spec, _spec.ExperimentSpec):
+            parsed = spec
+        else:
+            parsed = _spec.parse(dict(spec))
+        base = base or Path.cwd()
+        d = parsed.dataset
+        if d.path:
+            path = Path(d.path) if Path(d.path).is_absolute() else base / d.path
+            ds = self.add_dataset(d.name, path, id=d.id, inputs=d.inputs, dedupe=d.dedupe, fmt=d.format)
+        else:
+            ds = self.dataset(d.name, d.version)
+        prompts = [Prompt(p.name, p.user, p.system, tuple(f.model_dump() for f in p.few_shot)) for p in parsed.prompts]
+        models = [ModelConfig(name=m.name, model=m.model, params=m.params, api_base=m.api_base,
+                              api_key_env=m.api_key_env, timeout=m.timeout, max_concurrency=m.max_concurrency,
+                              max_retries=m.max_retries) for m in parsed.models]
+        retrievers = []
+        if parsed.retrievers:
+            from workbench.retrieval import parse_retrievers
+
+            retrievers = parse_retrievers(parsed.retrievers, base)
+        metrics: list[Any] = []
+        for i, m in enumerate(parsed.metrics):
+            try:
+                metrics.append(_metric(m) if isinstance(m, str) else _metric({"name": m.name, "label": m.label, **m.options()}))
+            except SpecError:
+                raise
+            except Exception as exc:
+                raise SpecError(f"metrics[{i}]: {exc}") from exc
+        variants = [v.model_dump() for v in parsed.variants] if parsed.variants else None
+        return self.experiment(ds, prompts, models, metrics, retrievers=retrievers, variants=variants,
+                               repeats=parsed.repeats, concurrency=parsed.concurrency, name=parsed.name)
+
+    def get_run(self, run_id: str) -> Run:
+        """A stored run by id (or unique id prefix)."""
+        info = self.store.get_run(run_id)
+        return Run(self.store, info["run_id"])
+
+    def runs(self) -> pd.DataFrame:
+        return self.store.list_runs()
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        """Read-only SQL over the workspace tables (see workbench.store for the schema)."""
+        return self.store.sql(query, params)
+
+
+def _model(m: ModelConfig | Mapping[str, Any] | str) -> ModelConfig:
+    if isinstance(m, ModelConfig):
+        return m
+    if isinstance(m, str):
+        return ModelConfig(name=m.split("/")[-1], model=m)
+    data = dict(m)
+    if "name" not in data:
+        data["name"] = str(data.get("model", "")).split("/")[-1]
+    return ModelConfig(**data)
+
+
+def _metric(m: str | Mapping[str, Any] | BoundMetric) -> BoundMetric:
+    if isinstance(m, BoundMetric):
+        return m
+    if isinstance(m, str):
+        return bind(m)
+    data = dict(m)
+    name = data.pop("name")
+    label = data.pop("label", None)
+    return bind(name, data, label)
+
+
+def open(path: str | os.PathLike[str] | None = None) -> Workspace:  # noqa: A001 - the public verb is wb.open()
+    """Open (creating if needed) a workspace; default ``./.llmops`` or ``$LLMOPS_WORKSPACE``."""
+    return Workspace(path)
