@@ -284,16 +284,22 @@ class Store:
         query = "SELECT name, hash, version, id_column, columns, n_cases, source, created_at FROM datasets WHERE name=$1"
         params: list[Any] = [name]
         if hash_ is not None:
-            query += " AND (hash=$2 OR hash LIKE $2 || '%')"
+            query += " AND starts_with(hash, $2)"
             params.append(hash_)
         elif version is not None:
             query += " AND version=$2"
             params.append(version)
-        query += " ORDER BY version DESC LIMIT 1"
+        query += " ORDER BY version DESC"
         with self.connect() as con:
-            row = _first(con.execute(query, params))
-        if row is None:
+            rows = con.execute(query, params).fetchall()
+        if not rows:
             return None
+        if hash_ is not None and len(rows) > 1 and rows[0][1] != hash_:
+            raise NotFoundError(
+                f"hash prefix {hash_!r} of dataset {name!r} is ambiguous: it matches versions "
+                f"{sorted(r[2] for r in rows)}; give more characters of the hash or a version number"
+            )
+        row = rows[0]
         keys = ("name", "hash", "version", "id_column", "columns", "n_cases", "source", "created_at")
         rec = dict(zip(keys, row))
         rec["columns"] = json.loads(rec["columns"])
@@ -559,9 +565,9 @@ class Store:
             return con.execute(
                 """
                 SELECT v.variant, v.position, count(c.case_id) AS n, count(c.error) AS errors,
-                       sum(CASE WHEN c.cached THEN 1 ELSE 0 END) AS cached,
+                       count_if(c.cached)::BIGINT AS cached,
                        coalesce(sum(c.cost), 0) AS cost,
-                       coalesce(sum(c.prompt_tokens), 0) + coalesce(sum(c.completion_tokens), 0) AS tokens,
+                       (coalesce(sum(c.prompt_tokens), 0) + coalesce(sum(c.completion_tokens), 0))::BIGINT AS tokens,
                        quantile_cont(c.latency_ms, 0.5) AS latency_p50_ms,
                        quantile_cont(c.latency_ms, 0.95) AS latency_p95_ms
                 FROM run_variants v LEFT JOIN cells c ON c.run_id = v.run_id AND c.variant = v.variant

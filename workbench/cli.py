@@ -1,0 +1,208 @@
+"""``llmops``: the command line face. Thin over the Python API; ``--json`` on everything that prints data.
+
+argparse (standard library) because the same parser definitions are reused by the ``%llmops``
+magics, where a parser must never exit the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ModelFatalError, ValidationError, WorkbenchError
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _print_table(frame: Any) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", 50, "display.width", 200, "display.max_colwidth", 60,
+                           "display.float_format", "{:.4f}".format):
+        sys.stdout.write(frame.to_string(index=False) + "\n")
+
+
+def _workspace(args: argparse.Namespace) -> Any:
+    from workbench.workspace import Workspace
+
+    return Workspace(args.workspace)
+
+
+def _report_run(run: Any, args: argparse.Namespace) -> int:
+    summary = run.summary()
+    if args.json:
+        _print_json(summary)
+    else:
+        sys.stdout.write(
+            f"run {summary['run_id']}: {summary['status']} - {summary['stored']}/{summary['cells']} cells stored, "
+            f"{summary['cached']} from cache, {summary['failed']} failed, {summary['model_calls']} model calls, "
+            f"${summary['cost']:.4f}, {summary['seconds']:.2f} s\n"
+        )
+        _print_table(run.leaderboard())
+    if summary["status"] == "interrupted":
+        return EXIT_INTERRUPTED
+    return 0 if summary["status"] == "completed" else EXIT_RUN_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    exp = ws.from_spec(args.spec)
+    if args.dry_run:
+        plan = exp.plan()
+        _print_json(plan.summary()) if args.json else sys.stdout.write(f"plan: {plan.summary()}\n")
+        return 0
+    return _report_run(exp.run(progress=not args.no_progress), args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    run = ws.get_run(args.run_id)
+    run.resume(progress=not args.no_progress, retry_failed=args.retry_failed)
+    return _report_run(run, args)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    frame = _workspace(args).runs()
+    if args.json:
+        _print_json(json.loads(frame.to_json(orient="records", date_format="iso")))
+    else:
+        _print_table(frame) if len(frame) else sys.stdout.write("no runs yet: try `llmops demo`\n")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    run = _workspace(args).get_run(args.run_id)
+    frame = run.results()
+    if args.format == "parquet":
+        if not args.output:
+            raise ValidationError("--format parquet needs -o FILE (parquet is binary)")
+        frame.to_parquet(args.output, index=False)
+        return 0
+    if args.format == "csv":
+        text = frame.to_csv(index=False)
+    else:
+        text = frame.to_json(orient="records", indent=2, date_format="iso") + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    board = _workspace(args).get_run(args.run_id).leaderboard()
+    _print_json(json.loads(board.to_json(orient="records"))) if args.json else _print_table(board)
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    frame = _workspace(args).sql(args.query)
+    if args.json:
+        _print_json(json.loads(frame.to_json(orient="records", date_format="iso")))
+    else:
+        _print_table(frame)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workbench.demo import demo_experiment
+
+    ws = _workspace(args)
+    if not args.json:
+        sys.stdout.write(f"LLMOps Workbench demo (offline) in workspace {ws.path}\n"
+                         "model: local/extractive - an extractive baseline, not an LLM\n")
+    run = demo_experiment(ws).run(progress=not (args.no_progress or args.json))
+    code = _report_run(run, args)
+    if not args.json:
+        sys.stdout.write(f"\nNext: `llmops results {run.run_id} --format csv`, or in Python: "
+                         f"wb.open({str(ws.path)!r}).get_run({run.run_id!r}).results()\n")
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command tree; also used by the magics (with exit_on_error off)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", "-w", default=None,
+                        help="workspace folder (default: $LLMOPS_WORKSPACE or ./.llmops)")
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+
+    parser = argparse.ArgumentParser(prog="llmops", description="LLMOps Workbench: evaluate prompt/model/RAG grids.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", parents=[common, progress], help="run an experiment spec (YAML)",
+                       description="Run every cell of an experiment spec; identical requests are answered from the cache.")
+    p.add_argument("spec", help="path of the YAML spec")
+    p.add_argument("--dry-run", action="store_true", help="check the spec and render all prompts; no model call")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", parents=[common, progress], help="run the missing cells of a run",
+                       description="Resume a run that was interrupted or killed: only missing cells run.")
+    p.add_argument("run_id", help="run id (or a unique prefix)")
+    p.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("runs", parents=[common], help="list runs", description="List the runs in the workspace.")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("results", parents=[common], help="export a run's cells",
+                       description="Export one row per cell with outputs, scores, cost and errors.")
+    p.add_argument("run_id", help="run id (or a unique prefix)")
+    p.add_argument("--format", choices=["csv", "json", "parquet"], default="csv", help="output format")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("leaderboard", parents=[common], help="per-variant means, cost and latency",
+                       description="Show a run's leaderboard.")
+    p.add_argument("run_id", help="run id (or a unique prefix)")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("sql", parents=[common], help="read-only SQL over the workspace",
+                       description="Run one read-only SELECT over the workspace tables.")
+    p.add_argument("query", help="a SELECT statement")
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("demo", parents=[common, progress], help="run the offline demo",
+                       description="Run the offline PubMedQA demo with the embedded baseline model.")
+    p.set_defaults(func=cmd_demo)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub, common, progress)
+    return parser
+
+
+# Later modules (retrieval, analysis) add their subcommands here.
+_EXTRA_COMMANDS: list[Any] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ModelFatalError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_RUN_FAILED
+    except WorkbenchError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
