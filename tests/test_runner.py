@@ -29,17 +29,28 @@ def _cases(n: int = 12) -> list[dict[str, str]]:
 
 
 def _model(server, **kw):
-    return {"name": "fake", "model": "openai/test-model", "api_base": server.base_url, "params": {"temperature": 0},
-            "retry_base": 0.05, **kw}
+    return {
+        "name": "fake",
+        "model": "openai/test-model",
+        "api_base": server.base_url,
+        "params": {"temperature": 0},
+        "retry_base": 0.05,
+        **kw,
+    }
 
 
 def _experiment(ws, server, prompts=None, models=None, metrics=None, n=12, **kw):
     ds = ws.add_dataset("qa", _cases(n), id="qid")
-    prompts = prompts or [wb.Prompt("terse", "Question: {{ query }}", "You answer questions."),
-                          wb.Prompt("polite", "Please answer: {{ query }}")]
+    prompts = prompts or [
+        wb.Prompt("terse", "Question: {{ query }}", "You answer questions."),
+        wb.Prompt("polite", "Please answer: {{ query }}"),
+    ]
     models = models or [_model(server)]
-    metrics = metrics if metrics is not None else [{"name": "token_f1", "expected": "gold_answer"},
-                                                   {"name": "contains", "expected": "gold_answer"}]
+    metrics = (
+        metrics
+        if metrics is not None
+        else [{"name": "token_f1", "expected": "gold_answer"}, {"name": "contains", "expected": "gold_answer"}]
+    )
     return ws.experiment(ds, prompts, models, metrics, **kw)
 
 
@@ -156,13 +167,20 @@ def test_rate_limit_honours_retry_after(tmp_path, fake_llm):
     assert elapsed >= 0.6  # waited as the server asked, not the 0.05 s backoff
 
 
-@pytest.mark.parametrize("step", [{"status": 500, "count": 2}, {"malformed": True, "count": 1},
-                                  {"hang": 3.0, "count": 1}])
+@pytest.mark.parametrize(
+    "step", [{"status": 500, "count": 2}, {"malformed": True, "count": 1}, {"hang": 3.0, "count": 1}]
+)
 def test_transient_failures_are_retried(tmp_path, fake_llm, step):
     fake_llm.configure(script=[step])
     ws = wb.open(tmp_path / "ws")
-    exp = _experiment(ws, fake_llm, n=3, prompts=[wb.Prompt("p", "{{ query }}")],
-                      models=[_model(fake_llm, timeout=1.0)], concurrency=1)
+    exp = _experiment(
+        ws,
+        fake_llm,
+        n=3,
+        prompts=[wb.Prompt("p", "{{ query }}")],
+        models=[_model(fake_llm, timeout=1.0)],
+        concurrency=1,
+    )
     run = exp.run(progress=False)
     assert run.results()["error"].isna().all()
     assert fake_llm.stats()["requests"] == 3 + step["count"]
@@ -213,7 +231,8 @@ def test_failing_metric_records_error_for_that_cell_only(tmp_path, fake_llm):
 
     ws = wb.open(tmp_path / "ws")
     run = _experiment(ws, fake_llm, n=5, metrics=["fragile", {"name": "contains", "expected": "gold_answer"}]).run(
-        progress=False)
+        progress=False
+    )
     res = run.results().set_index(["case_id", "variant"])
     assert pd_isna(res.loc[("q3", "terse"), "fragile"])
     assert "cannot score this one" in res.loc[("q3", "terse"), "fragile_error"]
@@ -232,9 +251,12 @@ def test_variant_names(tmp_path, fake_llm):
     two_models = [_model(fake_llm), _model(fake_llm, name="other", params={"temperature": 0.5})]
     exp = _experiment(ws, fake_llm, models=two_models)
     assert [v.name for v in exp.variants] == ["terse/fake", "terse/other", "polite/fake", "polite/other"]
-    exp = _experiment(ws, fake_llm, models=two_models,
-                      variants=[{"name": "best", "prompt": "terse", "model": "other"},
-                                {"prompt": "polite", "model": "fake"}])
+    exp = _experiment(
+        ws,
+        fake_llm,
+        models=two_models,
+        variants=[{"name": "best", "prompt": "terse", "model": "other"}, {"prompt": "polite", "model": "fake"}],
+    )
     assert [v.name for v in exp.variants] == ["best", "polite/fake"]
 
 
@@ -262,8 +284,9 @@ concurrency: {concurrency}
 
 
 def _llmops(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True,
-                          timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, timeout=120, **kw
+    )
 
 
 def _stored(ws_dir: Path) -> tuple[int, int]:
@@ -276,7 +299,8 @@ def _stored(ws_dir: Path) -> tuple[int, int]:
             continue
         try:
             return con.execute(
-                "SELECT count(*), count(DISTINCT (run_id, case_id, variant, repeat)) FROM cells").fetchall()[0]
+                "SELECT count(*), count(DISTINCT (run_id, case_id, variant, repeat)) FROM cells"
+            ).fetchall()[0]
         except duckdb.CatalogException:
             return (0, 0)
         finally:
@@ -299,10 +323,14 @@ def test_cli_run_json_and_results(tmp_path, fake_llm):
     assert len(rows) == 12
     assert {"case_id", "variant", "output", "error", "token_f1", "contains"} <= set(rows[0])
     csv_file = tmp_path / "out.csv"
-    assert _llmops("results", summary["run_id"], "-w", str(ws_dir), "--format", "csv", "-o", str(csv_file)).returncode == 0
+    assert (
+        _llmops("results", summary["run_id"], "-w", str(ws_dir), "--format", "csv", "-o", str(csv_file)).returncode == 0
+    )
     assert csv_file.read_text().splitlines()[0].startswith("case_id,variant,repeat,prompt,output")
     pq = tmp_path / "out.parquet"
-    assert _llmops("results", summary["run_id"], "-w", str(ws_dir), "--format", "parquet", "-o", str(pq)).returncode == 0
+    assert (
+        _llmops("results", summary["run_id"], "-w", str(ws_dir), "--format", "parquet", "-o", str(pq)).returncode == 0
+    )
     import pandas as pd
 
     assert len(pd.read_parquet(pq)) == 12
@@ -324,8 +352,11 @@ def test_kill_9_then_resume_stores_every_cell_once(tmp_path, fake_llm):
     n = 30
     spec = _write_spec(tmp_path, fake_llm, n, concurrency=2)
     ws_dir = tmp_path / "ws"
-    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", str(spec), "-w", str(ws_dir),
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "run", str(spec), "-w", str(ws_dir), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -358,8 +389,12 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, fake_llm):
     fake_llm.configure(latency=0.2)
     spec = _write_spec(tmp_path, fake_llm, 30, concurrency=2)
     ws_dir = tmp_path / "ws"
-    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", str(spec), "-w", str(ws_dir),
-                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "run", str(spec), "-w", str(ws_dir), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and fake_llm.stats()["chat"] < 6:
         time.sleep(0.05)

@@ -36,7 +36,30 @@ _EXPORTS = {
     "NotFoundError": "workbench.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "Experiment",
+    "MetricError",
+    "ModelConfig",
+    "ModelError",
+    "ModelFatalError",
+    "NotFoundError",
+    "Prompt",
+    "Run",
+    "SchemaVersionError",
+    "Score",
+    "SpecError",
+    "TemplateError",
+    "ValidationError",
+    "Variant",
+    "WorkbenchError",
+    "Workspace",
+    "WorkspaceLockedError",
+    "__version__",
+    "metric",
+    "open",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -60,6 +83,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 if TYPE_CHECKING:
+    from workbench.datasets import Dataset
     from workbench.errors import (
         DatasetError,
         MetricError,
@@ -73,9 +97,8 @@ if TYPE_CHECKING:
         WorkbenchError,
         WorkspaceLockedError,
     )
-    from workbench.datasets import Dataset
     from workbench.llm import ModelConfig
     from workbench.metrics.registry import Score, metric
     from workbench.prompts import Prompt
     from workbench.runner import Experiment, Run, Variant
-    from workbench.workspace import Workspace, open
+    from workbench.workspace import Workspace, open  # noqa: A004

@@ -20,7 +20,9 @@ MODELS = {"extractive": "returns the context sentence most similar to the questi
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 _TOKEN = re.compile(r"[a-z0-9]+")
 _QUESTION = re.compile(r"(?im)^\s*(?:question|q|query)\s*:\s*(.+)$")
-_CONTEXT = re.compile(r"(?is)(?:^|\n)\s*(?:context|abstract|passage|document)s?\s*:\s*(.+?)(?=\n\s*(?:question|q|query)\s*:|\Z)")
+_CONTEXT = re.compile(
+    r"(?is)(?:^|\n)\s*(?:context|abstract|passage|document)s?\s*:\s*(.+?)(?=\n\s*(?:question|q|query)\s*:|\Z)"
+)
 _STOP = frozenset(
     "a an the of in on at to for and or is are was were be been being do does did with by from as that this these "
     "those it its which what who whom whose when where why how than then there their they them we you i not no yes "
@@ -86,8 +88,11 @@ def _response(litellm: Any, model: str, messages: list[dict[str, Any]]) -> Any:
     return litellm.ModelResponse(
         model=f"{PROVIDER}/{model}",
         choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-        usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
-               "total_tokens": prompt_tokens + len(text.split())},
+        usage={
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(text.split()),
+            "total_tokens": prompt_tokens + len(text.split()),
+        },
         created=int(time.time()),
     )
 
@@ -101,7 +106,8 @@ def register_provider(litellm: Any) -> None:
             if name not in MODELS:
                 raise litellm.NotFoundError(
                     message=f"unknown local model {model!r}; the embedded models are {sorted(MODELS)}",
-                    model=model, llm_provider=PROVIDER,
+                    model=model,
+                    llm_provider=PROVIDER,
                 )
             return name
 

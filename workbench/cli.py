@@ -28,8 +28,16 @@ def _print_json(data: Any) -> None:
 def _print_table(frame: Any) -> None:
     import pandas as pd
 
-    with pd.option_context("display.max_columns", 50, "display.width", 200, "display.max_colwidth", 60,
-                           "display.float_format", "{:.4f}".format):
+    with pd.option_context(
+        "display.max_columns",
+        50,
+        "display.width",
+        200,
+        "display.max_colwidth",
+        60,
+        "display.float_format",
+        "{:.4f}".format,
+    ):
         sys.stdout.write(frame.to_string(index=False) + "\n")
 
 
@@ -120,21 +128,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     ws = _workspace(args)
     if not args.json:
-        sys.stdout.write(f"LLMOps Workbench demo (offline) in workspace {ws.path}\n"
-                         "model: local/extractive - an extractive baseline, not an LLM\n")
+        sys.stdout.write(
+            f"LLMOps Workbench demo (offline) in workspace {ws.path}\n"
+            "model: local/extractive - an extractive baseline, not an LLM\n"
+        )
     run = demo_experiment(ws).run(progress=not (args.no_progress or args.json))
     code = _report_run(run, args)
     if not args.json:
-        sys.stdout.write(f"\nNext: `llmops results {run.run_id} --format csv`, or in Python: "
-                         f"wb.open({str(ws.path)!r}).get_run({run.run_id!r}).results()\n")
+        sys.stdout.write(
+            f"\nNext: `llmops results {run.run_id} --format csv`, or in Python: "
+            f"wb.open({str(ws.path)!r}).get_run({run.run_id!r}).results()\n"
+        )
     return code
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command tree; also used by the magics (with exit_on_error off)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workspace", "-w", default=None,
-                        help="workspace folder (default: $LLMOPS_WORKSPACE or ./.llmops)")
+    common.add_argument(
+        "--workspace", "-w", default=None, help="workspace folder (default: $LLMOPS_WORKSPACE or ./.llmops)"
+    )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     progress = argparse.ArgumentParser(add_help=False)
     progress.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
@@ -142,14 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmops", description="LLMOps Workbench: evaluate prompt/model/RAG grids.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", parents=[common, progress], help="run an experiment spec (YAML)",
-                       description="Run every cell of an experiment spec; identical requests are answered from the cache.")
+    p = sub.add_parser(
+        "run",
+        parents=[common, progress],
+        help="run an experiment spec (YAML)",
+        description="Run every cell of an experiment spec; identical requests are answered from the cache.",
+    )
     p.add_argument("spec", help="path of the YAML spec")
     p.add_argument("--dry-run", action="store_true", help="check the spec and render all prompts; no model call")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("resume", parents=[common, progress], help="run the missing cells of a run",
-                       description="Resume a run that was interrupted or killed: only missing cells run.")
+    p = sub.add_parser(
+        "resume",
+        parents=[common, progress],
+        help="run the missing cells of a run",
+        description="Resume a run that was interrupted or killed: only missing cells run.",
+    )
     p.add_argument("run_id", help="run id (or a unique prefix)")
     p.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed")
     p.set_defaults(func=cmd_resume)
@@ -157,25 +178,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", parents=[common], help="list runs", description="List the runs in the workspace.")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("results", parents=[common], help="export a run's cells",
-                       description="Export one row per cell with outputs, scores, cost and errors.")
+    p = sub.add_parser(
+        "results",
+        parents=[common],
+        help="export a run's cells",
+        description="Export one row per cell with outputs, scores, cost and errors.",
+    )
     p.add_argument("run_id", help="run id (or a unique prefix)")
     p.add_argument("--format", choices=["csv", "json", "parquet"], default="csv", help="output format")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("leaderboard", parents=[common], help="per-variant means, cost and latency",
-                       description="Show a run's leaderboard.")
+    p = sub.add_parser(
+        "leaderboard",
+        parents=[common],
+        help="per-variant means, cost and latency",
+        description="Show a run's leaderboard.",
+    )
     p.add_argument("run_id", help="run id (or a unique prefix)")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("sql", parents=[common], help="read-only SQL over the workspace",
-                       description="Run one read-only SELECT over the workspace tables.")
+    p = sub.add_parser(
+        "sql",
+        parents=[common],
+        help="read-only SQL over the workspace",
+        description="Run one read-only SELECT over the workspace tables.",
+    )
     p.add_argument("query", help="a SELECT statement")
     p.set_defaults(func=cmd_sql)
 
-    p = sub.add_parser("demo", parents=[common, progress], help="run the offline demo",
-                       description="Run the offline PubMedQA demo with the embedded baseline model.")
+    p = sub.add_parser(
+        "demo",
+        parents=[common, progress],
+        help="run the offline demo",
+        description="Run the offline PubMedQA demo with the embedded baseline model.",
+    )
     p.set_defaults(func=cmd_demo)
 
     for extra in _EXTRA_COMMANDS:

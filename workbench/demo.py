@@ -28,8 +28,11 @@ def demo_spec() -> dict[str, Any]:
         "name": "demo",
         "dataset": {"name": DATASET, "path": str(data_path()), "id": "pmid"},
         "prompts": [
-            {"name": "with-context", "system": "Answer the biomedical question from the abstract.",
-             "user": "Context: {{ context }}\nQuestion: {{ question }}"},
+            {
+                "name": "with-context",
+                "system": "Answer the biomedical question from the abstract.",
+                "user": "Context: {{ context }}\nQuestion: {{ question }}",
+            },
             {"name": "question-only", "user": "Question: {{ question }}"},
         ],
         "models": [{"name": "extractive", "model": "local/extractive"}],

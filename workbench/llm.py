@@ -97,8 +97,11 @@ class ModelConfig:
         return {"model": self.model, "params": dict(self.params), "api_base": self.api_base}
 
     def record(self) -> dict[str, Any]:
-        config = self.identity() | {"api_key_env": self.api_key_env, "timeout": self.timeout,
-                                    "max_concurrency": self.max_concurrency}
+        config = self.identity() | {
+            "api_key_env": self.api_key_env,
+            "timeout": self.timeout,
+            "max_concurrency": self.max_concurrency,
+        }
         return {"name": self.name, "model": self.model, "hash": self.hash, "config": config}
 
 
@@ -128,8 +131,16 @@ class GatewayStats:
     cost: float = 0.0
 
 
-_TRANSIENT = ("RateLimitError", "InternalServerError", "ServiceUnavailableError", "APIConnectionError", "Timeout",
-              "APIError", "JSONDecodeError", "BadGatewayError")
+_TRANSIENT = (
+    "RateLimitError",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "APIConnectionError",
+    "Timeout",
+    "APIError",
+    "JSONDecodeError",
+    "BadGatewayError",
+)
 _FATAL = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
 
 
@@ -166,11 +177,15 @@ def classify(exc: BaseException, model: ModelConfig) -> tuple[str, str]:
     where = f"model {model.name!r} ({model.model}{' at ' + model.api_base if model.api_base else ''})"
     if mro & {"AuthenticationError", "PermissionDeniedError"} or status in (401, 403):
         env = model.api_key_env or _key_env_hint(model.model)
-        return "fatal", (f"{where}: authentication failed ({text}). Set {env} in the environment to a valid key "
-                         "(keys are read from the environment and never stored), then resume the run.")
+        return "fatal", (
+            f"{where}: authentication failed ({text}). Set {env} in the environment to a valid key "
+            "(keys are read from the environment and never stored), then resume the run."
+        )
     if "NotFoundError" in mro or status == 404:
-        return "fatal", (f"{where}: the model or endpoint was not found ({text}). Check the model name and api_base; "
-                         "litellm model strings look like 'openai/gpt-4o-mini' or 'ollama/llama3'.")
+        return "fatal", (
+            f"{where}: the model or endpoint was not found ({text}). Check the model name and api_base; "
+            "litellm model strings look like 'openai/gpt-4o-mini' or 'ollama/llama3'."
+        )
     if name == "BadRequestError" and ("LLM Provider NOT provided" in str(exc) or "not supported" in str(exc)):
         return "fatal", f"{where}: litellm does not know this model ({text}). See litellm's provider list."
     if mro & set(_TRANSIENT) or status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
@@ -231,7 +246,11 @@ class Gateway:
             start = time.perf_counter()
             try:
                 resp = await litellm.acompletion(
-                    model=model.model, messages=messages, timeout=model.timeout, max_retries=0, num_retries=0,
+                    model=model.model,
+                    messages=messages,
+                    timeout=model.timeout,
+                    max_retries=0,
+                    num_retries=0,
                     **kwargs,
                 )
                 latency_ms = (time.perf_counter() - start) * 1000
@@ -241,7 +260,7 @@ class Gateway:
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - every provider error is classified here, in one place
+            except Exception as exc:
                 kind, message = classify(exc, model)
                 if kind == "fatal":
                     raise ModelFatalError(message) from exc

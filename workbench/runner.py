@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.datasets import Dataset
 from workbench.errors import MetricError, ModelError, ModelFatalError, SpecError, TemplateError, WorkbenchError
+from workbench.judge import Judge
 from workbench.llm import CallResult, Gateway, ModelConfig, request_key
 from workbench.metrics.registry import BoundMetric, CellView, Score, check_columns
 from workbench.prompts import Prompt, RenderProblem, describe_problems, render_error_text, template_vars
@@ -58,9 +59,15 @@ class Variant:
 
     def record(self) -> dict[str, Any]:
         return {
-            "name": self.name, "hash": self.hash, "prompt_name": self.prompt.name, "prompt_hash": self.prompt.hash,
-            "model_name": self.model.name, "model": self.model.model, "model_hash": self.model.hash,
-            "retriever_name": getattr(self.retriever, "name", None), "retriever_hash": getattr(self.retriever, "hash", None),
+            "name": self.name,
+            "hash": self.hash,
+            "prompt_name": self.prompt.name,
+            "prompt_hash": self.prompt.hash,
+            "model_name": self.model.name,
+            "model": self.model.model,
+            "model_hash": self.model.hash,
+            "retriever_name": getattr(self.retriever, "name", None),
+            "retriever_hash": getattr(self.retriever, "hash", None),
         }
 
 
@@ -90,17 +97,31 @@ class PlannedCell:
 
 @dataclass
 class Plan:
+    """What a run will do, known before any model call: cells, requests, judge calls and their cost."""
+
     cells: list[PlannedCell]
     n_variants: int
     n_cases: int
     repeats: int
+    judge_calls: int = 0
+    judge_cost_estimate: float | None = None
 
     def __len__(self) -> int:
         return len(self.cells)
 
     def summary(self) -> dict[str, Any]:
-        return {"cells": len(self.cells), "variants": self.n_variants, "cases": self.n_cases, "repeats": self.repeats,
-                "unique_requests": len({c.key for c in self.cells})}
+        return {
+            "cells": len(self.cells),
+            "variants": self.n_variants,
+            "cases": self.n_cases,
+            "repeats": self.repeats,
+            "unique_requests": len({c.key for c in self.cells}),
+            "judge_calls": self.judge_calls,
+            "judge_cost_estimate": self.judge_cost_estimate,
+        }
+
+    def __repr__(self) -> str:
+        return f"Plan({self.summary()})"
 
 
 @dataclass
@@ -137,12 +158,18 @@ class Experiment:
             "name": self.name,
             "dataset": {"name": self.dataset.name, "hash": self.dataset.hash, "version": self.dataset.version},
             "variants": [
-                {"name": v.name, "prompt": v.prompt.record(), "model": v.model.record()["config"] | {
-                    "name": v.model.name, "max_retries": v.model.max_retries, "retry_base": v.model.retry_base},
-                 "retriever": v.retriever.model_dump(mode="json") if v.retriever is not None else None}
+                {
+                    "name": v.name,
+                    "prompt": v.prompt.record(),
+                    "model": v.model.record()["config"]
+                    | {"name": v.model.name, "max_retries": v.model.max_retries, "retry_base": v.model.retry_base},
+                    "retriever": v.retriever.model_dump(mode="json") if v.retriever is not None else None,
+                }
                 for v in self.variants
             ],
-            "metrics": [{"name": m.definition.name, "options": dict(m.options), "label": m.label} for m in self.metrics],
+            "metrics": [
+                {"name": m.definition.name, "options": dict(m.options), "label": m.label} for m in self.metrics
+            ],
             "repeats": self.repeats,
             "concurrency": self.concurrency,
         }
@@ -157,17 +184,25 @@ class Experiment:
         for v in rec["variants"]:
             p = v["prompt"]
             m = dict(v["model"])
-            model = ModelConfig(name=m.pop("name"), model=m["model"], params=m.get("params") or {},
-                                api_base=m.get("api_base"), api_key_env=m.get("api_key_env"),
-                                timeout=m.get("timeout", 120.0), max_concurrency=m.get("max_concurrency"),
-                                max_retries=m.get("max_retries", 5), retry_base=m.get("retry_base", 0.5))
+            model = ModelConfig(
+                name=m.pop("name"),
+                model=m["model"],
+                params=m.get("params") or {},
+                api_base=m.get("api_base"),
+                api_key_env=m.get("api_key_env"),
+                timeout=m.get("timeout", 120.0),
+                max_concurrency=m.get("max_concurrency"),
+                max_retries=m.get("max_retries", 5),
+                retry_base=m.get("retry_base", 0.5),
+            )
             retriever = None
             if v.get("retriever"):
                 from workbench.retrieval import RetrievalConfig
 
                 retriever = RetrievalConfig.model_validate(v["retriever"])
-            variants.append(Variant(v["name"], Prompt(p["name"], p["user"], p["system"], tuple(p["few_shot"])),
-                                    model, retriever))
+            variants.append(
+                Variant(v["name"], Prompt(p["name"], p["user"], p["system"], tuple(p["few_shot"])), model, retriever)
+            )
         metrics = [bind(m["name"], m["options"], m["label"]) for m in rec["metrics"]]
         return cls(store, ds, variants, metrics, rec["repeats"], rec["concurrency"], rec.get("name"))
 
@@ -203,7 +238,32 @@ class Experiment:
                 messages, hits = rendered[(case_id, v.name)]
                 for r in range(self.repeats):
                     cells.append(PlannedCell(case_id, case, v, r, messages, request_key(v.model, messages, r), hits))
-        return Plan(cells, len(self.variants), len(cases), self.repeats)
+        plan = Plan(cells, len(self.variants), len(cases), self.repeats)
+        self._estimate_judges(plan)
+        return plan
+
+    def _estimate_judges(self, plan: Plan) -> None:
+        """Judge calls = cells x calls per cell; cost from litellm's price map at ~4 characters a token."""
+        judged = [m for m in self.metrics if m.judge is not None]
+        if not judged:
+            return
+        from workbench.llm import litellm_module
+
+        litellm = litellm_module()
+        chars = sum(len(m["content"]) for c in plan.cells for m in c.messages) / max(len(plan.cells), 1)
+        total = 0.0
+        known = True
+        for m in judged:
+            calls = m.definition.judge_calls * len(plan.cells)
+            plan.judge_calls += calls
+            try:
+                prompt_cost, completion_cost = litellm.cost_per_token(
+                    model=m.judge.model, prompt_tokens=int(chars / 4) + 200, completion_tokens=150
+                )
+                total += (prompt_cost + completion_cost) * calls
+            except Exception:  # noqa: BLE001 - models missing from litellm's price map have no estimate
+                known = False
+        plan.judge_cost_estimate = total if known else None
 
     def _retrieve(self, cases: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
         out: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -223,8 +283,15 @@ class Experiment:
         plan = self.plan()
         run_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
         self.store.create_run(
-            run_id, self.name, self.dataset.name, self.dataset.hash, self.to_record(), self.repeats, len(plan),
-            [v.record() for v in self.variants], _unique(v.model.record() for v in self.variants),
+            run_id,
+            self.name,
+            self.dataset.name,
+            self.dataset.hash,
+            self.to_record(),
+            self.repeats,
+            len(plan),
+            [v.record() for v in self.variants],
+            _unique(v.model.record() for v in self.variants),
             _unique(v.prompt.record() for v in self.variants),
         )
         run = Run(self.store, run_id, self)
@@ -236,8 +303,15 @@ class Experiment:
         plan = self.plan()
         run_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
         self.store.create_run(
-            run_id, self.name, self.dataset.name, self.dataset.hash, self.to_record(), self.repeats, len(plan),
-            [v.record() for v in self.variants], _unique(v.model.record() for v in self.variants),
+            run_id,
+            self.name,
+            self.dataset.name,
+            self.dataset.hash,
+            self.to_record(),
+            self.repeats,
+            len(plan),
+            [v.record() for v in self.variants],
+            _unique(v.model.record() for v in self.variants),
             _unique(v.prompt.record() for v in self.variants),
         )
         run = Run(self.store, run_id, self)
@@ -318,8 +392,9 @@ class Run:
         cells, scores = self.store.results(self.run_id)
         labels = [m["label"] for m in self.info["spec"]["metrics"]]
         cells["messages"] = [json.loads(m) if isinstance(m, str) else m for m in cells["messages"]]
-        cells["prompt"] = [next((x["content"] for x in reversed(m or []) if x["role"] == "user"), None)
-                           for m in cells["messages"]]
+        cells["prompt"] = [
+            next((x["content"] for x in reversed(m or []) if x["role"] == "user"), None) for m in cells["messages"]
+        ]
         cells["retrieved"] = [json.loads(r) if isinstance(r, str) else r for r in cells["retrieved"]]
         keys = ["case_id", "variant", "repeat"]
         if len(scores):
@@ -336,10 +411,30 @@ class Run:
         for lb in labels:
             if lb not in out.columns:
                 out[lb] = pd.Series(dtype="float64")
-        front = ["case_id", "variant", "repeat", "prompt", "output", *labels, "error", "latency_ms", "prompt_tokens",
-                 "completion_tokens", "cost", "cached", "retrieved", "messages", "error_kind", "request_key"]
+        front = [
+            "case_id",
+            "variant",
+            "repeat",
+            "prompt",
+            "output",
+            *labels,
+            "error",
+            "latency_ms",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost",
+            "cached",
+            "retrieved",
+            "messages",
+            "error_kind",
+            "request_key",
+        ]
         rest = [c for c in out.columns if c not in front and c not in ("variant_position", "case_position")]
         return out[front + rest].reset_index(drop=True)
+
+    def judgements(self) -> pd.DataFrame:
+        """Every judge prompt and response behind the judge metrics' scores, per cell and metric."""
+        return self.store.judgements(self.run_id)
 
     def leaderboard(self) -> pd.DataFrame:
         """Per variant: mean of every metric, n, errors, cost, p50/p95 latency, in grid order."""
@@ -360,17 +455,24 @@ class Run:
         info = self.info
         board = self.leaderboard()
         return {
-            "run_id": self.run_id, "status": info["status"], "cells": int(info["n_cells"]),
-            "stored": int(board["n"].sum()), "cached": self.last.cached, "failed": int(board["errors"].sum()),
-            "model_calls": self.last.model_calls, "retries": self.last.retries, "cost": float(board["cost"].sum()),
+            "run_id": self.run_id,
+            "status": info["status"],
+            "cells": int(info["n_cells"]),
+            "stored": int(board["n"].sum()),
+            "cached": self.last.cached,
+            "failed": int(board["errors"].sum()),
+            "model_calls": self.last.model_calls,
+            "retries": self.last.retries,
+            "cost": float(board["cost"].sum()),
             "seconds": round(self.last.seconds, 3),
             "leaderboard": json.loads(board.to_json(orient="records")),
         }
 
     def _repr_html_(self) -> str:
         info = self.info
-        return (f"<b>Run {self.run_id}</b> — {info['status']}, {info['n_cells']} cells<br>"
-                + self.leaderboard().to_html(index=False, float_format=lambda x: f"{x:.3f}"))
+        return f"<b>Run {self.run_id}</b> — {info['status']}, {info['n_cells']} cells<br>" + self.leaderboard().to_html(
+            index=False, float_format=lambda x: f"{x:.3f}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,12 +515,17 @@ class _Executor:
         self.progress = progress
         self.replace = replace
         self.summary = RunSummary(cells=len(cells))
-        self.metrics = run.experiment.metrics if run._experiment is not None else []
+        self.metrics = run.experiment.metrics
+        self.sync_metrics = [m for m in self.metrics if not m.definition.is_async]
+        self.async_metrics = [m for m in self.metrics if m.definition.is_async]
         self.buffer_cells: list[dict[str, Any]] = []
         self.buffer_scores: list[dict[str, Any]] = []
         self.buffer_responses: list[dict[str, Any]] = []
+        self.buffer_judgements: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.fatal: ModelFatalError | None = None
+        self.gateway = Gateway()
+        self.judges: dict[str, Judge] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[Any] | None = None
         self._cancelled = False
@@ -429,43 +536,126 @@ class _Executor:
         if self._loop is not None and self._main is not None:
             self._loop.call_soon_threadsafe(self._main.cancel)
 
-    # -- buffering and durable writes ----------------------------------------------------------
+    # -- scoring -------------------------------------------------------------------------------
 
-    def _score(self, cell: PlannedCell, output: str, res: tuple[Any, ...]) -> list[dict[str, Any]]:
-        view = CellView(case=cell.case, output=output, messages=cell.messages, retrieved=cell.retrieved,
-                        latency_ms=res[4], cost=res[3], tokens=(res[1] or 0) + (res[2] or 0))
-        rows = []
-        for m in self.metrics:
-            value: float | None = None
-            detail: Any = None
-            error: str | None = None
+    @staticmethod
+    def _view(cell: PlannedCell, res: tuple[Any, ...]) -> CellView:
+        return CellView(
+            case=cell.case,
+            output=res[0] or "",
+            messages=cell.messages,
+            retrieved=cell.retrieved,
+            latency_ms=res[4],
+            cost=res[3],
+            tokens=(res[1] or 0) + (res[2] or 0),
+        )
+
+    @staticmethod
+    def _score_row(cell: PlannedCell, m: BoundMetric, raw: Any, error: str | None) -> dict[str, Any]:
+        value: Any = None
+        detail: Any = None
+        if error is None:
+            if isinstance(raw, Score):
+                value, detail = raw.value, raw.detail
+            else:
+                value = raw
             try:
-                raw = m.definition.fn(**m.call_kwargs(view))
-                if isinstance(raw, Score):
-                    value, detail = raw.value, raw.detail
-                else:
-                    value = raw
-                if value is not None:
-                    value = float(value)
+                value = None if value is None else float(value)
+            except (TypeError, ValueError):
+                error, value = f"metric returned {type(value).__name__}, not a number: {value!r:.80}", None
+        return {
+            "case_id": cell.case_id,
+            "variant": cell.variant.name,
+            "repeat": cell.repeat,
+            "metric": m.label,
+            "value": value,
+            "detail": dumps(detail) if detail is not None else None,
+            "error": error,
+        }
+
+    def _score_sync(self, cell: PlannedCell, res: tuple[Any, ...]) -> list[dict[str, Any]]:
+        view = self._view(cell, res)
+        rows = []
+        for m in self.sync_metrics:
+            try:
+                rows.append(self._score_row(cell, m, m.definition.fn(**m.call_kwargs(view)), None))
             except Exception as exc:  # noqa: BLE001 - a failing metric records its error for this cell only
-                error = f"{type(exc).__name__}: {exc}"
-            rows.append({"case_id": cell.case_id, "variant": cell.variant.name, "repeat": cell.repeat,
-                         "metric": m.label, "value": value, "detail": dumps(detail) if detail is not None else None,
-                         "error": error})
+                rows.append(self._score_row(cell, m, None, f"{type(exc).__name__}: {exc}"))
         return rows
 
-    def _finish(self, cell: PlannedCell, res: tuple[Any, ...] | None, cached: bool, error: str | None = None,
-                error_kind: str | None = None) -> None:
-        """res = (output, prompt_tokens, completion_tokens, cost, latency_ms)."""
-        output = res[0] if res else None
+    def _judge_for(self, m: BoundMetric) -> Judge:
+        key = m.judge.hash
+        judge = self.judges.get(key)
+        if judge is None:
+            judge = self.judges[key] = Judge(m.judge, self.gateway, {}, self._on_judge_response)
+        return judge.bind(m.label)
+
+    def _on_judge_response(self, response: dict[str, Any]) -> None:
+        s = self.summary
+        s.tokens += (response["prompt_tokens"] or 0) + (response["completion_tokens"] or 0)
+        s.cost += response["cost"] or 0.0
+        with self.lock:
+            self.buffer_responses.append(response)
+
+    async def _score_async(self, cell: PlannedCell, res: tuple[Any, ...]) -> list[dict[str, Any]]:
+        view = self._view(cell, res)
+
+        async def one(m: BoundMetric) -> dict[str, Any]:
+            judge = self._judge_for(m) if m.definition.needs_judge else None
+            try:
+                row = self._score_row(cell, m, await m.definition.fn(**m.call_kwargs(view, judge)), None)
+            except ModelFatalError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failing metric records its error for this cell only
+                row = self._score_row(cell, m, None, f"{type(exc).__name__}: {exc}")
+            if judge is not None:
+                with self.lock:
+                    self.buffer_judgements.extend(
+                        {
+                            "case_id": cell.case_id,
+                            "variant": cell.variant.name,
+                            "repeat": cell.repeat,
+                            "metric": m.label,
+                            "seq": i,
+                            "tag": c.tag,
+                            "model": c.model,
+                            "request_key": c.request_key,
+                            "messages": dumps(c.messages),
+                            "response": c.response,
+                            "cached": c.cached,
+                        }
+                        for i, c in enumerate(judge.calls)
+                    )
+            return row
+
+        return list(await asyncio.gather(*(one(m) for m in self.async_metrics)))
+
+    def _record(
+        self,
+        cell: PlannedCell,
+        res: tuple[Any, ...] | None,
+        cached: bool,
+        scores: list[dict[str, Any]],
+        error: str | None = None,
+        error_kind: str | None = None,
+    ) -> None:
+        """Buffer one finished cell. res = (output, prompt_tokens, completion_tokens, cost, latency_ms)."""
         record = {
-            "case_id": cell.case_id, "variant": cell.variant.name, "repeat": cell.repeat, "request_key": cell.key,
-            "messages": dumps(cell.messages), "output": output, "error": error, "error_kind": error_kind,
-            "latency_ms": res[4] if res else None, "prompt_tokens": res[1] if res else None,
-            "completion_tokens": res[2] if res else None, "cost": res[3] if res else None, "cached": cached,
+            "case_id": cell.case_id,
+            "variant": cell.variant.name,
+            "repeat": cell.repeat,
+            "request_key": cell.key,
+            "messages": dumps(cell.messages),
+            "output": res[0] if res else None,
+            "error": error,
+            "error_kind": error_kind,
+            "latency_ms": res[4] if res else None,
+            "prompt_tokens": res[1] if res else None,
+            "completion_tokens": res[2] if res else None,
+            "cost": res[3] if res else None,
+            "cached": cached,
             "retrieved": dumps(cell.retrieved) if cell.retrieved is not None else None,
         }
-        scores = self._score(cell, output or "", res) if res is not None else []
         with self.lock:
             self.buffer_cells.append(record)
             self.buffer_scores.extend(scores)
@@ -474,12 +664,27 @@ class _Executor:
         s.cached += cached
         s.failed += error is not None
 
+    async def _finish(self, cell: PlannedCell, res: tuple[Any, ...], cached: bool) -> None:
+        scores = self._score_sync(cell, res)
+        if self.async_metrics:
+            scores += await self._score_async(cell, res)
+        self._record(cell, res, cached, scores)
+
+    # -- buffering and durable writes ----------------------------------------------------------
+
     def flush(self) -> None:
         with self.lock:
-            cells, scores, responses = self.buffer_cells, self.buffer_scores, self.buffer_responses
-            self.buffer_cells, self.buffer_scores, self.buffer_responses = [], [], []
+            cells, scores, responses, judgements = (
+                self.buffer_cells,
+                self.buffer_scores,
+                self.buffer_responses,
+                self.buffer_judgements,
+            )
+            self.buffer_cells, self.buffer_scores, self.buffer_responses, self.buffer_judgements = [], [], [], []
         if cells or responses:
-            self.store.write_batch(self.run.run_id, cells, scores, responses, replace=self.replace)
+            self.store.write_batch(
+                self.run.run_id, cells, scores, responses, replace=self.replace, judgements=judgements
+            )
 
     async def _flusher(self, stop: asyncio.Event, bar: Any) -> None:
         while not stop.is_set():
@@ -511,26 +716,36 @@ class _Executor:
 
             bar = tqdm(total=len(self.cells), desc=f"run {run_id}", unit="cell", leave=True, mininterval=0.5)
         self.store.set_run_status(run_id, "running")
-        gateway = Gateway()
         status = "completed"
         try:
             cache = await asyncio.to_thread(self.store.lookup_responses, list({c.key for c in self.cells}))
+            judge_models = sorted({m.judge.model for m in self.metrics if m.judge is not None})
+            if judge_models:
+                judge_cache = await asyncio.to_thread(self.store.responses_for_models, judge_models)
+                for m in self.metrics:
+                    if m.judge is not None:
+                        self._judge_for(m).cache.update(judge_cache)
             groups: dict[str, list[PlannedCell]] = {}
+            hits: list[tuple[PlannedCell, tuple[Any, ...]]] = []
             for cell in self.cells:
                 hit = cache.get(cell.key)
-                if hit is not None:
-                    self._finish(cell, hit, cached=True)
-                else:
+                if hit is None:
                     groups.setdefault(cell.key, []).append(cell)
+                elif self.async_metrics:
+                    hits.append((cell, hit))
+                else:  # fast path: a cached cell with only cheap metrics needs no task at all
+                    self._record(cell, hit, True, self._score_sync(cell, hit))
             if len(self.buffer_cells) > FLUSH_CELLS:
                 await asyncio.to_thread(self.flush)
-            if groups:
+            if groups or hits:
                 stop = asyncio.Event()
                 flusher = asyncio.create_task(self._flusher(stop, bar))
-                queue = list(groups.values())
+                queue: list[Any] = [("hit", c, h) for c, h in hits] + [("call", g) for g in groups.values()]
                 queue.reverse()  # pop() from the end keeps case-major order
-                workers = [asyncio.create_task(self._worker(queue, gateway)) for _ in
-                           range(min(self.run.experiment.concurrency, len(queue)))]
+                workers = [
+                    asyncio.create_task(self._worker(queue))
+                    for _ in range(min(self.run.experiment.concurrency, len(queue)))
+                ]
                 try:
                     await asyncio.gather(*workers)
                 finally:
@@ -544,8 +759,8 @@ class _Executor:
         except (asyncio.CancelledError, KeyboardInterrupt):
             status = "interrupted"
         finally:
-            s.model_calls = gateway.stats.calls
-            s.retries = gateway.stats.retries
+            s.model_calls = self.gateway.stats.calls
+            s.retries = self.gateway.stats.retries
             s.seconds = time.perf_counter() - started
             self.flush()
             self._postfix(bar)
@@ -561,7 +776,8 @@ class _Executor:
         if status == "interrupted":
             warnings.warn(
                 f"run {run_id} interrupted: {len(stored)}/{n_cells} cells stored. Resume it with run.resume() "
-                f"or `llmops resume {run_id}`.", stacklevel=2,
+                f"or `llmops resume {run_id}`.",
+                stacklevel=2,
             )
         if self.fatal is not None:
             raise ModelFatalError(
@@ -569,35 +785,50 @@ class _Executor:
                 f"`llmops resume {run_id}` (or run.resume()) runs only the missing cells."
             ) from self.fatal
 
-    async def _worker(self, queue: list[list[PlannedCell]], gateway: Gateway) -> None:
-        s = self.summary
+    async def _worker(self, queue: list[Any]) -> None:
         while queue and self.fatal is None and not self._cancelled:
-            group = queue.pop()
-            first = group[0]
+            item = queue.pop()
             try:
-                result: CallResult = await gateway.complete(first.variant.model, first.messages)
-            except ModelFatalError as exc:
+                if item[0] == "hit":
+                    await self._finish(item[1], item[2], cached=True)
+                else:
+                    await self._call(item[1])
+            except ModelFatalError as exc:  # from the model or from a judge: stop the run
                 if self.fatal is None:
                     self.fatal = exc
                 return
-            except ModelError as exc:
-                for cell in group:
-                    self._finish(cell, None, cached=False, error=str(exc), error_kind="model")
-                continue
-            except WorkbenchError as exc:
-                for cell in group:
-                    self._finish(cell, None, cached=False, error=str(exc), error_kind=type(exc).__name__)
-                continue
-            res = (result.output, result.prompt_tokens, result.completion_tokens, result.cost, result.latency_ms)
-            with self.lock:
-                self.buffer_responses.append({
-                    "request_key": first.key, "model": first.variant.model.model, "output": result.output,
-                    "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                    "cost": result.cost, "latency_ms": result.latency_ms,
-                })
-            s.tokens += (result.prompt_tokens or 0) + (result.completion_tokens or 0)
-            s.cost += result.cost or 0.0
-            for i, cell in enumerate(group):
-                self._finish(cell, res, cached=i > 0)
             if len(self.buffer_cells) >= FLUSH_CELLS:
                 await asyncio.to_thread(self.flush)
+
+    async def _call(self, group: list[PlannedCell]) -> None:
+        s = self.summary
+        first = group[0]
+        try:
+            result: CallResult = await self.gateway.complete(first.variant.model, first.messages)
+        except ModelFatalError:
+            raise
+        except ModelError as exc:
+            for cell in group:
+                self._record(cell, None, False, [], error=str(exc), error_kind="model")
+            return
+        except WorkbenchError as exc:
+            for cell in group:
+                self._record(cell, None, False, [], error=str(exc), error_kind=type(exc).__name__)
+            return
+        res = (result.output, result.prompt_tokens, result.completion_tokens, result.cost, result.latency_ms)
+        with self.lock:
+            self.buffer_responses.append(
+                {
+                    "request_key": first.key,
+                    "model": first.variant.model.model,
+                    "output": result.output,
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens,
+                    "cost": result.cost,
+                    "latency_ms": result.latency_ms,
+                }
+            )
+        s.tokens += (result.prompt_tokens or 0) + (result.completion_tokens or 0)
+        s.cost += result.cost or 0.0
+        for i, cell in enumerate(group):
+            await self._finish(cell, res, cached=i > 0)

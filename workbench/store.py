@@ -18,6 +18,8 @@ big or too binary for a table (chunk tables, embeddings, FAISS indexes), keyed b
 - ``cells``: one row per (run, case, variant, repeat): rendered messages, output, error, tokens,
   cost, latency, cache hit, retrieved chunks. Primary key makes a cell impossible to store twice.
 - ``scores``: one row per (cell, metric) with value, detail and error.
+- ``judgements``: every LLM-judge prompt and response behind a judge metric's score, per cell and
+  metric, in call order (``seq``), so a score can be audited.
 - ``feedback``: human ratings of cells.
 
 Concurrency: DuckDB lets one process open a file read-write and then locks everyone else out,
@@ -112,6 +114,19 @@ def m001_initial(con: duckdb.DuckDBPyConnection) -> None:
             run_id TEXT, case_id TEXT, variant TEXT, repeat INTEGER,
             kind TEXT NOT NULL, value DOUBLE, label TEXT, comment TEXT, author TEXT,
             created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        """
+    )
+
+
+@migration
+def m002_judgements(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE judgements (
+            run_id TEXT NOT NULL, case_id TEXT NOT NULL, variant TEXT NOT NULL, repeat INTEGER NOT NULL,
+            metric TEXT NOT NULL, seq INTEGER NOT NULL, tag TEXT, model TEXT NOT NULL, request_key TEXT NOT NULL,
+            messages JSON NOT NULL, response TEXT, cached BOOLEAN NOT NULL,
+            PRIMARY KEY (run_id, case_id, variant, repeat, metric, seq));
         """
     )
 
@@ -491,7 +506,7 @@ class Store:
 
     def write_batch(
         self, run_id: str, cells: list[dict[str, Any]], scores: list[dict[str, Any]],
-        responses: list[dict[str, Any]], replace: bool = False,
+        responses: list[dict[str, Any]], replace: bool = False, judgements: list[dict[str, Any]] | None = None,
     ) -> None:
         """Store finished cells, their scores and new cache entries in one transaction."""
         if not cells and not responses:
@@ -535,6 +550,35 @@ class Store:
                     [run_id],
                 )
                 con.unregister("_scores")
+            if judgements:
+                con.register("_judge", pa.Table.from_pylist(judgements, schema=_JUDGEMENT_SCHEMA()))
+                if replace:
+                    con.execute(
+                        "DELETE FROM judgements WHERE run_id=$1 AND (case_id, variant, repeat) IN "
+                        "(SELECT (case_id, variant, repeat) FROM _judge)", [run_id]
+                    )
+                con.execute(
+                    "INSERT INTO judgements SELECT $1, case_id, variant, repeat, metric, seq, tag, model, request_key, "
+                    "messages, response, cached FROM _judge ON CONFLICT DO NOTHING",
+                    [run_id],
+                )
+                con.unregister("_judge")
+
+    def responses_for_models(self, models: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """All cached responses of some models (judges): their prompts are only known once outputs exist."""
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT request_key, output, prompt_tokens, completion_tokens, cost, latency_ms FROM responses "
+                "WHERE list_contains($1, model)", [list(models)]
+            ).fetchall()
+        return {r[0]: r[1:] for r in rows}
+
+    def judgements(self, run_id: str) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT case_id, variant, repeat, metric, seq, tag, model, messages, response, cached "
+                "FROM judgements WHERE run_id=$1 ORDER BY case_id, variant, repeat, metric, seq", [run_id]
+            ).df()
 
     def results(self, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Cells and scores of a run as two long tables (the analysis layer pivots them)."""
@@ -610,6 +654,16 @@ def _CELL_SCHEMA() -> Any:
         ("error", pa.string()), ("error_kind", pa.string()), ("latency_ms", pa.float64()),
         ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost", pa.float64()),
         ("cached", pa.bool_()), ("retrieved", pa.string()),
+    ])
+
+
+def _JUDGEMENT_SCHEMA() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("case_id", pa.string()), ("variant", pa.string()), ("repeat", pa.int32()), ("metric", pa.string()),
+        ("seq", pa.int32()), ("tag", pa.string()), ("model", pa.string()), ("request_key", pa.string()),
+        ("messages", pa.string()), ("response", pa.string()), ("cached", pa.bool_()),
     ])
 
 

@@ -41,13 +41,29 @@ class Workspace:
     # -- datasets ------------------------------------------------------------------------------
 
     def add_dataset(
-        self, name: str, data: Any, *, id: str | None = None, inputs: Sequence[str] | None = None,
-        text_columns: Sequence[str] | None = None, required: Sequence[str] | None = None,
-        dedupe: str | None = None, fmt: str | None = None,
+        self,
+        name: str,
+        data: Any,
+        *,
+        id: str | None = None,
+        inputs: Sequence[str] | None = None,
+        text_columns: Sequence[str] | None = None,
+        required: Sequence[str] | None = None,
+        dedupe: str | None = None,
+        fmt: str | None = None,
     ) -> Dataset:
         """Store a dataset version from a DataFrame, records, or a CSV / JSONL / JSON / Parquet file."""
-        return _datasets.add(self.store, name, data, id=id, inputs=inputs, text_columns=text_columns,
-                             required=required, dedupe=dedupe, fmt=fmt)  # type: ignore[arg-type]
+        return _datasets.add(
+            self.store,
+            name,
+            data,
+            id=id,
+            inputs=inputs,
+            text_columns=text_columns,
+            required=required,
+            dedupe=dedupe,
+            fmt=fmt,
+        )  # type: ignore[arg-type]
 
     def dataset(self, name: str, version: int | str | None = None) -> Dataset:
         return _datasets.get(self.store, name, version)
@@ -57,8 +73,9 @@ class Workspace:
 
     # -- prompts -------------------------------------------------------------------------------
 
-    def add_prompt(self, name: str, user: str, system: str | None = None,
-                   few_shot: Sequence[Mapping[str, str]] = ()) -> Prompt:
+    def add_prompt(
+        self, name: str, user: str, system: str | None = None, few_shot: Sequence[Mapping[str, str]] = ()
+    ) -> Prompt:
         """Store a prompt version (same content returns the same version)."""
         p = Prompt(name, user, system, tuple(few_shot))
         self.store.upsert_prompt(p.name, p.hash, p.system, p.user, list(p.few_shot))
@@ -90,10 +107,16 @@ class Workspace:
     ) -> Experiment:
         """Build (and check) an experiment. Models may be litellm strings, dicts or ModelConfig."""
         ds = self.dataset(dataset) if isinstance(dataset, str) else dataset
-        ps = [prompts] if isinstance(prompts, Prompt) else [
-            p if isinstance(p, Prompt) else Prompt(p["name"], p["user"], p.get("system"), tuple(p.get("few_shot", ())))
-            for p in prompts
-        ]
+        ps = (
+            [prompts]
+            if isinstance(prompts, Prompt)
+            else [
+                p
+                if isinstance(p, Prompt)
+                else Prompt(p["name"], p["user"], p.get("system"), tuple(p.get("few_shot", ())))
+                for p in prompts
+            ]
+        )
         ms = [_model(m) for m in ([models] if isinstance(models, (str, ModelConfig)) else models)]
         rs = list(retrievers)
         if variants:
@@ -106,7 +129,9 @@ class Workspace:
                     if v[key] not in table:
                         raise SpecError(f"variants[{i}].{key}: {v[key]!r} is not defined; defined: {sorted(table)}")
                 if v.get("retriever") and v["retriever"] not in by_r:
-                    raise SpecError(f"variants[{i}].retriever: {v['retriever']!r} is not defined; defined: {sorted(by_r)}")
+                    raise SpecError(
+                        f"variants[{i}].retriever: {v['retriever']!r} is not defined; defined: {sorted(by_r)}"
+                    )
                 r = by_r.get(v["retriever"]) if v.get("retriever") else None
                 default = "/".join([v["prompt"], v["model"]] + ([r.name] if r is not None else []))
                 vs.append(Variant(v.get("name") or default, by_p[v["prompt"]], by_m[v["model"]], r))
@@ -120,8 +145,9 @@ class Workspace:
         exp = experiment if isinstance(experiment, Experiment) else self.from_spec(experiment)
         return exp.run(progress=progress)
 
-    def from_spec(self, spec: str | os.PathLike[str] | Mapping[str, Any] | ExperimentSpec,
-                  base: Path | None = None) -> Experiment:
+    def from_spec(
+        self, spec: str | os.PathLike[str] | Mapping[str, Any] | ExperimentSpec, base: Path | None = None
+    ) -> Experiment:
         """Build an Experiment from a YAML path or dict; relative paths resolve against the spec's folder."""
         from workbench import spec as _spec
 
@@ -139,9 +165,19 @@ class Workspace:
         else:
             ds = self.dataset(d.name, d.version)
         prompts = [Prompt(p.name, p.user, p.system, tuple(f.model_dump() for f in p.few_shot)) for p in parsed.prompts]
-        models = [ModelConfig(name=m.name, model=m.model, params=m.params, api_base=m.api_base,
-                              api_key_env=m.api_key_env, timeout=m.timeout, max_concurrency=m.max_concurrency,
-                              max_retries=m.max_retries) for m in parsed.models]
+        models = [
+            ModelConfig(
+                name=m.name,
+                model=m.model,
+                params=m.params,
+                api_base=m.api_base,
+                api_key_env=m.api_key_env,
+                timeout=m.timeout,
+                max_concurrency=m.max_concurrency,
+                max_retries=m.max_retries,
+            )
+            for m in parsed.models
+        ]
         retrievers = []
         if parsed.retrievers:
             from workbench.retrieval import parse_retrievers
@@ -150,14 +186,25 @@ class Workspace:
         metrics: list[Any] = []
         for i, m in enumerate(parsed.metrics):
             try:
-                metrics.append(_metric(m) if isinstance(m, str) else _metric({"name": m.name, "label": m.label, **m.options()}))
+                metrics.append(
+                    _metric(m) if isinstance(m, str) else _metric({"name": m.name, "label": m.label, **m.options()})
+                )
             except SpecError:
                 raise
             except Exception as exc:
                 raise SpecError(f"metrics[{i}]: {exc}") from exc
         variants = [v.model_dump() for v in parsed.variants] if parsed.variants else None
-        return self.experiment(ds, prompts, models, metrics, retrievers=retrievers, variants=variants,
-                               repeats=parsed.repeats, concurrency=parsed.concurrency, name=parsed.name)
+        return self.experiment(
+            ds,
+            prompts,
+            models,
+            metrics,
+            retrievers=retrievers,
+            variants=variants,
+            repeats=parsed.repeats,
+            concurrency=parsed.concurrency,
+            name=parsed.name,
+        )
 
     def get_run(self, run_id: str) -> Run:
         """A stored run by id (or unique id prefix)."""

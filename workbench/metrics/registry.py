@@ -7,6 +7,9 @@ A metric is a plain function. Its parameters say what it needs, so users write
   ``retrieved`` (list of chunk dicts), ``latency_ms``, ``cost``, ``tokens``;
 - column names: ``expected``, ``gold``, ``context``, ``question`` receive the value of the
   dataset column named by the option of the same name (default: a column of that name);
+- ``judge``: the metric calls an LLM judge. The spec's ``judge`` option (a litellm model string or
+  dict, default ``$LLMOPS_JUDGE_MODEL``) is checked at bind time and the runner passes a
+  :class:`workbench.judge.Judge`; such metrics are ``async def`` and say ``judge_calls`` per cell;
 - any other parameter is an option the spec must (or, with a default, may) give.
 
 It returns a float, a bool, ``None`` (not applicable) or a :class:`Score` carrying an explanation.
@@ -62,6 +65,7 @@ class MetricDef:
     required_options: tuple[str, ...] = ()
     optional_options: tuple[str, ...] = ()
     is_async: bool = False
+    judge_calls: int = 0
 
 
 _REGISTRY: dict[str, MetricDef] = {}
@@ -81,6 +85,7 @@ def register(
     version: str = "1",
     higher_is_better: bool = True,
     replace: bool = True,
+    judge_calls: int = 1,
 ) -> MetricDef:
     """Add ``fn`` to the registry under ``name`` (default: its function name)."""
     metric_name = name or fn.__name__
@@ -93,7 +98,9 @@ def register(
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        if param.name in INJECTED:
+        if param.name == "judge":
+            needs_judge = True
+        elif param.name in INJECTED:
             injected.append(param.name)
         elif param.name in COLUMN_OPTIONS:
             columns.append(param.name)
@@ -113,6 +120,7 @@ def register(
         required_options=tuple(required),
         optional_options=tuple(optional),
         is_async=inspect.iscoroutinefunction(fn),
+        judge_calls=judge_calls if needs_judge else 0,
     )
     _REGISTRY[metric_name] = definition
     return definition
@@ -126,6 +134,7 @@ def metric(
     needs_judge: bool = False,
     version: str = "1",
     higher_is_better: bool = True,
+    judge_calls: int = 1,
 ) -> Any:
     """Decorator registering a user metric: ``@metric`` or ``@metric(name="brevity")``."""
 
@@ -137,6 +146,7 @@ def metric(
             needs_judge=needs_judge,
             version=version,
             higher_is_better=higher_is_better,
+            judge_calls=judge_calls,
         )
         return f
 
@@ -192,11 +202,16 @@ class BoundMetric:
     definition: MetricDef
     options: Mapping[str, Any]
     label: str
+    judge: Any = None  # the judge's ModelConfig, resolved at bind time
 
-    def call_kwargs(self, cell: CellView) -> dict[str, Any]:
-        """Build the keyword arguments for one cell."""
+    def call_kwargs(self, cell: CellView, judge: Any = None) -> dict[str, Any]:
+        """Build the keyword arguments for one cell (``judge``: the runner's Judge for this metric)."""
         d = self.definition
         kwargs: dict[str, Any] = {}
+        if d.needs_judge:
+            if judge is None:
+                raise MetricError(f"metric {self.label!r} needs a judge; run it through an experiment")
+            kwargs["judge"] = judge
         for name in d.injected:
             kwargs[name] = getattr(cell, name)
         for col in d.columns:
@@ -217,6 +232,12 @@ def bind(name: str, options: Mapping[str, Any] | None = None, label: str | None 
     definition = get(name)
     opts = dict(options or {})
     allowed = set(definition.columns) | set(definition.required_options) | set(definition.optional_options)
+    judge = None
+    if definition.needs_judge:
+        from workbench.judge import judge_config
+
+        allowed.add("judge")
+        judge = judge_config(opts.get("judge"), name)
     unknown = sorted(set(opts) - allowed)
     if unknown:
         raise MetricError(
@@ -225,7 +246,7 @@ def bind(name: str, options: Mapping[str, Any] | None = None, label: str | None 
     missing = [o for o in definition.required_options if o not in opts]
     if missing:
         raise MetricError(f"metric {name!r} needs option(s) {missing}, e.g. {{name: {name}, {missing[0]}: ...}}")
-    return BoundMetric(definition=definition, options=opts, label=label or name)
+    return BoundMetric(definition=definition, options=opts, label=label or name, judge=judge)
 
 
 def check_columns(bound: BoundMetric, columns: set[str]) -> None:

@@ -1,0 +1,101 @@
+"""LLM judges: the model calls a metric makes, through the same gateway, cache and cost accounting.
+
+A metric that takes a ``judge`` parameter receives a :class:`Judge`. Its ``ask`` goes through the
+response cache (so a re-run pays nothing), the gateway (retries, Retry-After, per-model limits), and
+records every judge prompt and response so users can read why a score is what it is.
+There is no fallback judge: without a configured judge model a judge metric fails before any call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.errors import MetricError
+from workbench.llm import Gateway, ModelConfig, request_key
+
+JUDGE_ENV = "LLMOPS_JUDGE_MODEL"
+
+
+def judge_config(value: Any, metric: str) -> ModelConfig:
+    """A judge model from a metric option (model string or dict) or ``$LLMOPS_JUDGE_MODEL``."""
+    if value is None:
+        value = os.environ.get(JUDGE_ENV)
+    if not value:
+        raise MetricError(
+            f"metric {metric!r} needs an LLM judge and none is configured. Add `judge: openai/gpt-4o-mini` (any "
+            f"litellm model) to the metric, or set {JUDGE_ENV}. With no cloud key, point it at a local server: "
+            "`judge: {model: ollama/llama3, api_base: http://localhost:11434}` (Ollama), or "
+            "`{model: openai/<name>, api_base: http://localhost:8000/v1}` (vLLM, llama.cpp server)."
+        )
+    if isinstance(value, ModelConfig):
+        cfg = value
+    elif isinstance(value, str):
+        cfg = ModelConfig(name=f"judge:{value}", model=value, params={"temperature": 0})
+    elif isinstance(value, Mapping):
+        data = dict(value)
+        data.setdefault("name", f"judge:{data.get('model')}")
+        data.setdefault("params", {"temperature": 0})
+        cfg = ModelConfig(**data)
+    else:
+        raise MetricError(f"metric {metric!r}: judge must be a model string or a mapping, got {value!r}")
+    if cfg.model.startswith("local/"):
+        raise MetricError(
+            f"metric {metric!r}: {cfg.model} is the embedded extractive baseline, not an LLM; it cannot judge. "
+            f"Configure a real model (set {JUDGE_ENV} or the metric's `judge` option)."
+        )
+    return cfg
+
+
+@dataclass
+class JudgeCall:
+    """One recorded judge exchange (what users read to audit a score)."""
+
+    metric: str
+    tag: str
+    model: str
+    request_key: str
+    messages: list[dict[str, str]]
+    response: str | None
+    cached: bool
+    cost: float | None
+    error: str | None = None
+
+
+@dataclass
+class Judge:
+    """A judge model bound to one cell's scoring; collects the calls it makes."""
+
+    config: ModelConfig
+    gateway: Gateway
+    cache: dict[str, tuple[Any, ...]]
+    on_response: Callable[[dict[str, Any]], None]
+    metric: str = ""
+    calls: list[JudgeCall] = field(default_factory=list)
+
+    def bind(self, metric: str) -> Judge:
+        """A fresh judge for one (cell, metric): its ``calls`` are that metric's evidence."""
+        return Judge(self.config, self.gateway, self.cache, self.on_response, metric)
+
+    async def ask(self, messages: list[dict[str, str]] | str, tag: str = "", repeat: int = 0) -> str:
+        """Send one judge prompt (cached by request key) and return the raw text response."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        key = request_key(self.config, messages, repeat)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.calls.append(JudgeCall(self.metric, tag, self.config.model, key, messages, hit[0], True, hit[3]))
+            return str(hit[0])
+        result = await self.gateway.complete(self.config, messages)
+        entry = (result.output, result.prompt_tokens, result.completion_tokens, result.cost, result.latency_ms)
+        self.cache[key] = entry
+        self.on_response({
+            "request_key": key, "model": self.config.model, "output": result.output,
+            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+            "cost": result.cost, "latency_ms": result.latency_ms,
+        })
+        self.calls.append(JudgeCall(self.metric, tag, self.config.model, key, messages, result.output, False,
+                                    result.cost))
+        return result.output
