@@ -142,6 +142,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from workbench.metrics.registry import all_metrics
+
+    rows = [
+        {
+            "name": d.name,
+            "needs_judge": d.needs_judge,
+            "higher_is_better": d.higher_is_better,
+            "options": sorted(
+                {*d.columns, *d.required_options, *d.optional_options} | ({"judge"} if d.needs_judge else set())
+            ),
+            "description": d.description,
+        }
+        for d in all_metrics().values()
+    ]
+    if args.json:
+        _print_json(rows)
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            judge = " [judge]" if r["needs_judge"] else ""
+            sys.stdout.write(f"{r['name']:<{width}}  {r['description']}{judge}\n")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    comparison = _workspace(args).get_run(args.run_id).compare(args.a, args.b, args.metric)
+    _print_json(comparison.as_dict()) if args.json else sys.stdout.write(f"{comparison}\n")
+    return 0
+
+
+def cmd_winner(args: argparse.Namespace) -> int:
+    constraints = [f"{c.partition('=')[0]}>={c.partition('=')[2]}" for c in args.min or []]
+    constraints += [f"{c.partition('=')[0]}<={c.partition('=')[2]}" for c in args.max or []]
+    for c in [*(args.min or []), *(args.max or [])]:
+        if "=" not in c:
+            raise ValidationError(f"--min/--max take metric=value, got {c!r}")
+    decision = _workspace(args).get_run(args.run_id).winner(args.metric, constraints)
+    if args.json:
+        _print_json(decision.as_dict())
+    else:
+        sys.stdout.write(f"winner: {decision.winner}\n{decision.reason}\n\n")
+        _print_table(decision.table)
+    return 0 if decision.winner is not None else EXIT_RUN_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full command tree; also used by the magics (with exit_on_error off)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -214,6 +260,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the offline PubMedQA demo with the embedded baseline model.",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("metrics", parents=[common], help="list metrics", description="List every metric by name.")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser(
+        "compare",
+        parents=[common],
+        help="paired comparison of two variants",
+        description="Paired difference of variant A minus B on a metric, with its CI and p-value.",
+    )
+    p.add_argument("run_id", help="run id (or a unique prefix)")
+    p.add_argument("a", help="variant A")
+    p.add_argument("b", help="variant B")
+    p.add_argument("--metric", "-m", required=True, help="metric label")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "winner",
+        parents=[common],
+        help="pick the best variant under constraints",
+        description="Choose the best variant on a metric among those meeting every constraint.",
+    )
+    p.add_argument("run_id", help="run id (or a unique prefix)")
+    p.add_argument("--metric", "-m", required=True, help="metric label to maximise (or minimise)")
+    p.add_argument(
+        "--min", action="append", metavar="NAME=VALUE", help="lower bound, e.g. faithfulness=0.8 (repeatable)"
+    )
+    p.add_argument(
+        "--max",
+        action="append",
+        metavar="NAME=VALUE",
+        help="upper bound, e.g. latency_p95_ms=2000 or cost_per_1k=5 (repeatable)",
+    )
+    p.set_defaults(func=cmd_winner)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub, common, progress)

@@ -411,6 +411,11 @@ class Run:
         for lb in labels:
             if lb not in out.columns:
                 out[lb] = pd.Series(dtype="float64")
+        from workbench import feedback
+
+        human = feedback.per_cell(self.store, self.run_id)
+        if len(human):
+            out = out.merge(human, on=keys, how="left")
         front = [
             "case_id",
             "variant",
@@ -447,8 +452,87 @@ class Run:
         for lb in labels:
             if lb not in board.columns:
                 board[lb] = float("nan")
-        cols = ["variant", *labels, "n", "errors", "cached", "cost", "tokens", "latency_p50_ms", "latency_p95_ms"]
+        board["cost_per_1k"] = board["cost"] / board["n"].where(board["n"] > 0) * 1000
+        cols = [
+            "variant",
+            *labels,
+            "n",
+            "errors",
+            "cached",
+            "cost",
+            "cost_per_1k",
+            "tokens",
+            "latency_p50_ms",
+            "latency_p95_ms",
+        ]
+        from workbench import feedback
+
+        human = feedback.per_cell(self.store, self.run_id)
+        if len(human):
+            means = human.groupby("variant")[["human_thumbs", "human_rating"]].mean().dropna(axis=1, how="all")
+            board = board.merge(means.reset_index(), on="variant", how="left")
+            cols[1 + len(labels) : 1 + len(labels)] = list(means.columns)
         return board[cols].reset_index(drop=True)
+
+    def add_feedback(
+        self,
+        case_id: str,
+        variant: str,
+        *,
+        repeat: int = 0,
+        thumbs: bool | None = None,
+        rating: float | None = None,
+        label: str | None = None,
+        comment: str | None = None,
+        author: str | None = None,
+    ) -> Any:
+        """Record a human rating of one cell (see workbench.feedback)."""
+        from workbench import feedback
+
+        return feedback.add(
+            self.store,
+            self.run_id,
+            case_id,
+            variant,
+            repeat=repeat,
+            thumbs=thumbs,
+            rating=rating,
+            label=label,
+            comment=comment,
+            author=author,
+        )
+
+    def feedback(self) -> pd.DataFrame:
+        """Every feedback row of this run."""
+        return self.store.feedback(self.run_id)
+
+    # -- analysis (workbench.analysis) -------------------------------------------------------
+
+    def compare(self, a: str, b: str, metric: str, confidence: float = 0.95, method: str = "permutation") -> Any:
+        """Paired comparison of variant ``a`` against ``b``: difference, CI and p-value."""
+        from workbench import analysis
+
+        return analysis.compare(self, a, b, metric, confidence=confidence, method=method)
+
+    def winner(
+        self, metric: str, constraints: Any = None, higher_is_better: bool | None = None, alpha: float = 0.05
+    ) -> Any:
+        """The best variant meeting the constraints (e.g. ``["faithfulness>=0.8", "latency_p95_ms<=2000"]``)."""
+        from workbench import analysis
+
+        return analysis.winner(self, metric, constraints, higher_is_better=higher_is_better, alpha=alpha)
+
+    def confidence_intervals(self, metric: str, confidence: float = 0.95) -> pd.DataFrame:
+        """Per variant: mean of ``metric`` with a bootstrap confidence interval."""
+        from workbench import analysis
+
+        return analysis.variant_cis(self, metric, confidence=confidence)
+
+    def agreement(self, metric: str, human: str = "rating") -> dict[str, Any]:
+        """Judge-human agreement (Cohen's kappa, Spearman) on cells with both a score and feedback."""
+        from workbench import analysis
+
+        return analysis.agreement(self, metric, human)
 
     def summary(self) -> dict[str, Any]:
         """Counts as stored (whichever process ran the cells) plus what this process did last."""

@@ -564,6 +564,36 @@ class Store:
                 )
                 con.unregister("_judge")
 
+    # -- feedback ----------------------------------------------------------------------------
+
+    def cell_exists(self, run_id: str, case_id: str, variant: str, repeat: int) -> bool:
+        with self.connect() as con:
+            row = _first(con.execute(
+                "SELECT count(*) FROM cells WHERE run_id=$1 AND case_id=$2 AND variant=$3 AND repeat=$4",
+                [run_id, case_id, variant, repeat],
+            ))
+        return bool(row and row[0])
+
+    def insert_feedback(self, rec: dict[str, Any]) -> int:
+        with self.connect() as con:
+            row = _first(con.execute(
+                "INSERT INTO feedback (run_id, case_id, variant, repeat, kind, value, label, comment, author) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING feedback_id",
+                [rec["run_id"], rec["case_id"], rec["variant"], rec["repeat"], rec["kind"], rec["value"],
+                 rec["label"], rec["comment"], rec["author"]],
+            ))
+        return int(row[0])
+
+    def feedback(self, run_id: str | None = None) -> pd.DataFrame:
+        query = ("SELECT feedback_id, run_id, case_id, variant, repeat, kind, value, label, comment, author, created_at "
+                 "FROM feedback")
+        params: list[Any] = []
+        if run_id is not None:
+            query += " WHERE run_id=$1"
+            params.append(run_id)
+        with self.connect() as con:
+            return con.execute(query + " ORDER BY feedback_id", params).df()
+
     def responses_for_models(self, models: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """All cached responses of some models (judges): their prompts are only known once outputs exist."""
         with self.connect() as con:

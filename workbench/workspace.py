@@ -211,6 +211,35 @@ class Workspace:
         info = self.store.get_run(run_id)
         return Run(self.store, info["run_id"])
 
+    def add_feedback(
+        self,
+        run_id: str,
+        case_id: str,
+        variant: str,
+        *,
+        repeat: int = 0,
+        thumbs: bool | None = None,
+        rating: float | None = None,
+        label: str | None = None,
+        comment: str | None = None,
+        author: str | None = None,
+    ) -> Any:
+        """Record a human rating of one stored cell."""
+        from workbench import feedback
+
+        return feedback.add(
+            self.store,
+            run_id,
+            case_id,
+            variant,
+            repeat=repeat,
+            thumbs=thumbs,
+            rating=rating,
+            label=label,
+            comment=comment,
+            author=author,
+        )
+
     def runs(self) -> pd.DataFrame:
         return self.store.list_runs()
 

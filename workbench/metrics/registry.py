@@ -184,6 +184,35 @@ def _load_builtins() -> None:
 
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
+    load_plugins()
+
+
+PLUGIN_GROUP = "workbench.metrics"
+PLUGIN_ERRORS: dict[str, str] = {}
+
+
+def load_plugins() -> list[str]:
+    """Load metrics from installed packages (entry-point group ``workbench.metrics``).
+
+    An entry point may name a function (registered under the entry point's name) or a module that
+    registers its metrics on import. A plugin that fails to load is reported, not fatal.
+    """
+    import warnings
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the built-ins down with it
+            PLUGIN_ERRORS[ep.name] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"metric plugin {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2)
+            continue
+        if callable(obj) and not isinstance(obj, type):
+            if ep.name not in _REGISTRY or _REGISTRY[ep.name].fn is not obj:
+                register(obj, ep.name)
+        loaded.append(ep.name)
+    return loaded
 
 
 # Modules whose import registers built-in metrics. Each new metric family adds itself here.
