@@ -188,17 +188,17 @@ def cmd_winner(args: argparse.Namespace) -> int:
     return 0 if decision.winner is not None else EXIT_RUN_FAILED
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full command tree; also used by the magics (with exit_on_error off)."""
-    common = argparse.ArgumentParser(add_help=False)
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The full command tree; the magics pass a parser class that raises instead of exiting."""
+    common = parser_class(add_help=False)
     common.add_argument(
         "--workspace", "-w", default=None, help="workspace folder (default: $LLMOPS_WORKSPACE or ./.llmops)"
     )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    progress = argparse.ArgumentParser(add_help=False)
+    progress = parser_class(add_help=False)
     progress.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
 
-    parser = argparse.ArgumentParser(prog="llmops", description="LLMOps Workbench: evaluate prompt/model/RAG grids.")
+    parser = parser_class(prog="llmops", description="LLMOps Workbench: evaluate prompt/model/RAG grids.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an experiment spec (YAML)",
         description="Run every cell of an experiment spec; identical requests are answered from the cache.",
     )
-    p.add_argument("spec", help="path of the YAML spec")
+    p.add_argument("spec", nargs="?" if parser_class is not argparse.ArgumentParser else None,
+                   help="path of the YAML spec (in %%%%llmops run, the cell body may hold the YAML instead)")
     p.add_argument("--dry-run", action="store_true", help="check the spec and render all prompts; no model call")
     p.set_defaults(func=cmd_run)
 
