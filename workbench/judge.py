@@ -8,6 +8,7 @@ There is no fallback judge: without a configured judge model a judge metric fail
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,10 +75,11 @@ class Judge:
     on_response: Callable[[dict[str, Any]], None]
     metric: str = ""
     calls: list[JudgeCall] = field(default_factory=list)
+    pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
     def bind(self, metric: str) -> Judge:
         """A fresh judge for one (cell, metric): its ``calls`` are that metric's evidence."""
-        return Judge(self.config, self.gateway, self.cache, self.on_response, metric)
+        return Judge(self.config, self.gateway, self.cache, self.on_response, metric, pending=self.pending)
 
     async def ask(self, messages: list[dict[str, str]] | str, tag: str = "", repeat: int = 0) -> str:
         """Send one judge prompt (cached by request key) and return the raw text response."""
@@ -88,8 +90,26 @@ class Judge:
         if hit is not None:
             self.calls.append(JudgeCall(self.metric, tag, self.config.model, key, messages, hit[0], True, hit[3]))
             return str(hit[0])
-        result = await self.gateway.complete(self.config, messages)
+        waiting = self.pending.get(key)
+        if waiting is not None:  # the same judge prompt is already in flight (e.g. two variants, same output)
+            entry = await asyncio.shield(waiting)
+            self.calls.append(JudgeCall(self.metric, tag, self.config.model, key, messages, entry[0], True, entry[3]))
+            return str(entry[0])
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[key] = future
+        try:
+            result = await self.gateway.complete(self.config, messages)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+            raise
+        finally:
+            self.pending.pop(key, None)
         entry = (result.output, result.prompt_tokens, result.completion_tokens, result.cost, result.latency_ms)
+        future.set_result(entry)
         self.cache[key] = entry
         self.on_response({
             "request_key": key, "model": self.config.model, "output": result.output,

@@ -21,6 +21,8 @@ big or too binary for a table (chunk tables, embeddings, FAISS indexes), keyed b
 - ``judgements``: every LLM-judge prompt and response behind a judge metric's score, per cell and
   metric, in call order (``seq``), so a score can be audited.
 - ``feedback``: human ratings of cells.
+- ``corpora`` (name, hash, version) / ``corpus_documents``: immutable retrieval corpus versions; chunks,
+  embeddings and FAISS indexes derived from them live under ``artifacts/`` keyed by content hashes.
 
 Concurrency: DuckDB lets one process open a file read-write and then locks everyone else out,
 so connections are short-lived (open, do a batch, close) and opening retries with backoff until
@@ -131,6 +133,21 @@ def m002_judgements(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m003_corpora(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE corpora (
+            name TEXT NOT NULL, hash TEXT NOT NULL, version INTEGER NOT NULL, n_docs INTEGER NOT NULL,
+            source TEXT, created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (name, hash), UNIQUE (name, version));
+        CREATE TABLE corpus_documents (
+            corpus_hash TEXT NOT NULL, doc_id TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
+            metadata JSON, PRIMARY KEY (corpus_hash, doc_id));
+        """
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # connections
 
@@ -144,6 +161,12 @@ def _lock_timeout() -> float:
 
 _PID_RE = re.compile(r"PID (\d+)")
 _LOCK_WORDS = ("Could not set lock", "Conflicting lock", "database is locked")
+# A process creating a new database file leaves it empty for a moment; another process opening it then
+# gets "not a valid DuckDB database file". When the file was touched in the last few seconds it is being
+# created (its header may be complete by the time we look), so that error is retried like a lock; an
+# older file that DuckDB calls invalid is damaged and reported at once.
+_INVALID_FILE = "not a valid DuckDB database file"
+_CREATION_GRACE = 5.0
 
 # DuckDB shares one database instance between connections of one process; serialise our own
 # short-lived connections so threads of one process never race each other for the file.
@@ -154,6 +177,24 @@ def _first(cursor: Any) -> Any:
     """First row of a result, fetched fully: DuckDB 2 refuses new work while a result is unread."""
     rows = cursor.fetchall()
     return rows[0] if rows else None
+
+
+_EXPLAIN_PREFIX = re.compile(r"^\s*explain\b\s*(?:analy[sz]e\b|\([^)]*\))?\s*", re.IGNORECASE)
+
+
+def _read_only(con: Any, statement: Any) -> bool:
+    """A SELECT, or an EXPLAIN of one: EXPLAIN ANALYZE runs its statement, and COPY writes files."""
+    import duckdb
+
+    if statement.type == duckdb.StatementType.SELECT:
+        return True
+    if statement.type != duckdb.StatementType.EXPLAIN:
+        return False
+    try:
+        inner = con.extract_statements(_EXPLAIN_PREFIX.sub("", statement.query, count=1))
+    except duckdb.Error:
+        return False
+    return len(inner) == 1 and inner[0].type == duckdb.StatementType.SELECT
 
 
 def dumps(value: Any) -> str:
@@ -190,6 +231,16 @@ class Store:
             pass
         return con
 
+    def _being_created(self, msg: str) -> bool:
+        """True while another process is creating the file: DuckDB then calls it invalid (it is still empty)."""
+        if _INVALID_FILE not in msg:
+            return False
+        try:
+            st = self.db_path.stat()
+        except OSError:
+            return True
+        return time.time() - st.st_mtime < _CREATION_GRACE
+
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the database, waiting with backoff while another process holds it; close on exit."""
@@ -204,8 +255,12 @@ class Store:
                     break
                 except duckdb.IOException as exc:
                     msg = str(exc)
-                    if not any(w in msg for w in _LOCK_WORDS):
-                        raise WorkspaceError(f"cannot open workspace database {self.db_path}: {msg}") from exc
+                    if not any(w in msg for w in _LOCK_WORDS) and not self._being_created(msg):
+                        hint = (
+                            " If no other program uses it, the file is damaged: move it away and the workspace "
+                            "starts empty." if _INVALID_FILE in msg else ""
+                        )
+                        raise WorkspaceError(f"cannot open workspace database {self.db_path}: {msg}{hint}") from exc
                     if time.monotonic() >= deadline:
                         m = _PID_RE.search(msg)
                         holder = f"process {m.group(1)}" if m else "another process"
@@ -278,8 +333,7 @@ class Store:
                 statements = con.extract_statements(query)
             except duckdb.Error as exc:
                 raise ValidationError(f"SQL does not parse: {exc}") from exc
-            allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-            bad = [s.type.name for s in statements if s.type not in allowed]
+            bad = [s.type.name for s in statements if not _read_only(con, s)]
             if bad or len(statements) != 1:
                 raise ValidationError(
                     "ws.sql() is read-only and takes exactly one SELECT statement; got "
@@ -509,7 +563,7 @@ class Store:
         responses: list[dict[str, Any]], replace: bool = False, judgements: list[dict[str, Any]] | None = None,
     ) -> None:
         """Store finished cells, their scores and new cache entries in one transaction."""
-        if not cells and not responses:
+        if not cells and not responses and not judgements:
             return
         import pyarrow as pa
 
@@ -563,6 +617,55 @@ class Store:
                     [run_id],
                 )
                 con.unregister("_judge")
+
+    # -- corpora -----------------------------------------------------------------------------
+
+    def insert_corpus(self, name: str, hash_: str, source: str | None, docs: list[tuple[str, str, str]]) -> int:
+        """Store a corpus version (doc_id, text, metadata JSON) once; returns its version number."""
+        import pyarrow as pa
+
+        with self.transaction() as con:
+            row = _first(con.execute("SELECT version FROM corpora WHERE name=$1 AND hash=$2", [name, hash_]))
+            if row:
+                return int(row[0])
+            (version,) = _first(con.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM corpora WHERE name=$1", [name]))
+            con.execute("INSERT INTO corpora (name, hash, version, n_docs, source) VALUES ($1,$2,$3,$4,$5)",
+                        [name, hash_, version, len(docs), source])
+            exists = _first(con.execute("SELECT count(*) FROM corpus_documents WHERE corpus_hash=$1", [hash_]))
+            if not exists or exists[0] == 0:
+                table = pa.table({
+                    "doc_id": pa.array([d[0] for d in docs], pa.string()),
+                    "position": pa.array(range(len(docs)), pa.int32()),
+                    "text": pa.array([d[1] for d in docs], pa.string()),
+                    "metadata": pa.array([d[2] for d in docs], pa.string()),
+                })
+                con.register("_docs", table)
+                con.execute("INSERT INTO corpus_documents SELECT $1, doc_id, position, text, metadata FROM _docs",
+                            [hash_])
+                con.unregister("_docs")
+            return int(version)
+
+    def list_corpora(self) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT name, version, hash, n_docs, source, created_at FROM corpora ORDER BY name, version").df()
+
+    def corpus_documents(self, hash_: str) -> list[tuple[str, str, str]]:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT doc_id, text, metadata FROM corpus_documents WHERE corpus_hash=$1 ORDER BY position", [hash_]
+            ).fetchall()
+
+    def find_corpus(self, name: str, version: int | None = None) -> dict[str, Any] | None:
+        query = "SELECT name, hash, version, n_docs, source FROM corpora WHERE name=$1"
+        params: list[Any] = [name]
+        if version is not None:
+            query += " AND version=$2"
+            params.append(version)
+        with self.connect() as con:
+            row = _first(con.execute(query + " ORDER BY version DESC LIMIT 1", params))
+        return dict(zip(("name", "hash", "version", "n_docs", "source"), row)) if row else None
 
     # -- feedback ----------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class MetricDef:
     higher_is_better: bool = True
     injected: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
+    optional_columns: tuple[str, ...] = ()  # column parameters with a default: absent column -> default
     required_options: tuple[str, ...] = ()
     optional_options: tuple[str, ...] = ()
     is_async: bool = False
@@ -93,6 +94,7 @@ def register(
         raise MetricError(f"metric {metric_name!r} is already registered; pass replace=True to override it")
     injected: list[str] = []
     columns: list[str] = []
+    optional_columns: list[str] = []
     required: list[str] = []
     optional: list[str] = []
     for param in inspect.signature(fn).parameters.values():
@@ -104,6 +106,13 @@ def register(
             injected.append(param.name)
         elif param.name in COLUMN_OPTIONS:
             columns.append(param.name)
+            if param.default is not inspect.Parameter.empty:
+                optional_columns.append(param.name)
+        elif param.name in ("name", "label"):
+            raise MetricError(
+                f"metric {metric_name!r}: a parameter cannot be called {param.name!r}, the spec uses that key "
+                "for the metric itself; rename it"
+            )
         elif param.default is inspect.Parameter.empty:
             required.append(param.name)
         else:
@@ -117,6 +126,7 @@ def register(
         higher_is_better=higher_is_better,
         injected=tuple(injected),
         columns=tuple(columns),
+        optional_columns=tuple(optional_columns),
         required_options=tuple(required),
         optional_options=tuple(optional),
         is_async=inspect.iscoroutinefunction(fn),
@@ -221,6 +231,7 @@ BUILTIN_MODULES: list[str] = [
     "workbench.metrics.similarity",
     "workbench.metrics.safety",
     "workbench.metrics.retrieval",
+    "workbench.metrics.judge",
 ]
 
 
@@ -245,6 +256,8 @@ class BoundMetric:
             kwargs[name] = getattr(cell, name)
         for col in d.columns:
             column = self.options.get(col, col)
+            if column not in cell.case and col in d.optional_columns and col not in self.options:
+                continue
             if column not in cell.case:
                 raise MetricError(
                     f"metric {self.label!r}: column {column!r} (option {col!r}) is not in the dataset"
@@ -282,6 +295,8 @@ def check_columns(bound: BoundMetric, columns: set[str]) -> None:
     """Fail early when a metric reads a dataset column that does not exist."""
     for col in bound.definition.columns:
         column = bound.options.get(col, col)
+        if col in bound.definition.optional_columns and col not in bound.options:
+            continue
         if column not in columns:
             raise MetricError(
                 f"metric {bound.label!r} reads column {column!r} (option {col!r}) but the dataset has "
