@@ -489,7 +489,7 @@ class ServerProcess:
         if self.proc is not None:
             return self
         # stderr goes to a file (not a pipe nobody drains) so a startup failure can show it; closed in close().
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self._stderr = tempfile.TemporaryFile()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--host", self.host, "--port", str(self.port)]
         cmd += ["--latency", str(self.latency)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class Dataset:
     n_cases: int
     store: Store = field(repr=False, compare=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: What ``add`` did to the input: rows_in, dropped_exact, dropped_normalized, rows (empty when loaded by name).
+    report: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ref(self) -> str:
@@ -58,7 +61,7 @@ class Dataset:
 
     def profile(self) -> pd.DataFrame:
         """Per column: type, nulls, distinct values, text length stats, duplicates (exact / normalized)."""
-        return profile_rows([row for _, row in self.cases()], list(self.columns))
+        return profile_rows([row for _, row in self.cases()], list(self.columns), self.id_column)
 
     def _repr_html_(self) -> str:
         return f"<b>Dataset {self.ref}</b> ({self.n_cases} cases, hash {self.hash[:12]})" + self.to_pandas().head(
@@ -100,7 +103,18 @@ def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
     if isinstance(source, pd.DataFrame):
         return source.copy()
     if isinstance(source, list):
+        bad = [i for i, r in enumerate(source) if not isinstance(r, Mapping)]
+        if bad:
+            raise DatasetError(
+                f"dataset records must be dicts (one per case); items {bad[:5]} are "
+                f"{sorted({type(source[i]).__name__ for i in bad})}"
+            )
         return pd.DataFrame(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise DatasetError(
+            f"cannot make a dataset from a {type(source).__name__}; pass a DataFrame, a list of dicts, "
+            "or the path of a .csv / .jsonl / .json / .parquet file"
+        )
     path = Path(source)
     if not path.exists():
         raise DatasetError(f"dataset file {path} does not exist (current folder: {Path.cwd()})")
@@ -112,6 +126,11 @@ def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
             data = json.loads(path.read_bytes().decode("utf-8"))
             if isinstance(data, dict):
                 data = [{"id": k, **v} if isinstance(v, dict) else {"id": k, "value": v} for k, v in data.items()]
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise DatasetError(
+                    f"{path}: a JSON dataset must be a list of objects (or an object of objects keyed by id); "
+                    "for one object per line use .jsonl"
+                )
             return pd.DataFrame(data)
         if kind == "csv":
             path.read_bytes().decode("utf-8")  # a clear error for bad encodings, before pandas guesses
@@ -119,8 +138,9 @@ def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
         if kind in ("parquet", "pq"):
             return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
+        line = bytes(exc.object[: exc.start]).count(b"\n") + 1
         raise DatasetError(
-            f"{path} is not valid UTF-8 (byte offset {exc.start}); re-save it as UTF-8"
+            f"{path} is not valid UTF-8 (line {line}, byte offset {exc.start}); re-save it as UTF-8"
         ) from exc
     except (ValueError, OSError) as exc:
         raise DatasetError(f"cannot read {path} as {kind}: {exc}") from exc
@@ -188,7 +208,8 @@ def prepare(
         bad = [i for i, r in enumerate(rows) if not isinstance(r[col], str)]
         if bad:
             kinds = sorted({type(rows[i][col]).__name__ for i in bad})
-            problems.append(f"column {col!r} must be text but rows {bad[:5]}{'...' if len(bad) > 5 else ''} hold {kinds}")
+            more = "..." if len(bad) > 5 else ""
+            problems.append(f"column {col!r} must be text but rows {bad[:5]}{more} hold {kinds}")
     if problems:
         raise DatasetError(f"{where}: " + "; ".join(problems))
 
@@ -196,21 +217,22 @@ def prepare(
     if dedupe not in (None, "exact", "normalized"):
         raise DatasetError(f"dedupe must be None, 'exact' or 'normalized', not {dedupe!r}")
     if dedupe:
-        seen: set[str] = set()
+        # Separate sets: a row's exact form can equal another row's normalized form ("a b" vs "A B").
+        seen_exact: set[str] = set()
+        seen_norm: set[str] = set()
         kept = []
         for r in rows:
             key_row = {k: v for k, v in r.items() if k != id} if id else r
             exact = dumps(key_row)
             norm = dumps({k: _normalize_text(v) for k, v in key_row.items()})
-            key = norm if dedupe == "normalized" else exact
-            if key in seen:
-                if dedupe == "exact" or exact in seen:
-                    report["dropped_exact"] += 1
-                else:
-                    report["dropped_normalized"] += 1
+            if exact in seen_exact:  # identical to an earlier row
+                report["dropped_exact"] += 1
                 continue
-            seen.add(key)
-            seen.add(exact)
+            seen_exact.add(exact)
+            if dedupe == "normalized" and norm in seen_norm:  # equal up to whitespace and case
+                report["dropped_normalized"] += 1
+                continue
+            seen_norm.add(norm)
             kept.append(r)
         rows = kept
 
@@ -258,13 +280,13 @@ def add(
     """Validate, hash and store a dataset version; the same content returns the existing version."""
     if not name or not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
         raise DatasetError(f"dataset name {name!r} must be non-empty and use letters, digits, '_', '-' or '.'")
-    columns, ids, rows, _report = prepare(
+    columns, ids, rows, report = prepare(
         data, id=id, inputs=inputs, text_columns=text_columns, required=required, dedupe=dedupe, fmt=fmt
     )
     digest = dataset_hash(columns, ids, rows, id)
     source = str(Path(data).resolve()) if isinstance(data, (str, Path)) else None
     version = store.insert_dataset(name, digest, id, columns, source, ids, [dumps(r) for r in rows])
-    return Dataset(name, digest, version, tuple(columns), id, len(ids), store)
+    return Dataset(name, digest, version, tuple(columns), id, len(ids), store, report=report)
 
 
 def get(store: Store, name: str, version: int | str | None = None) -> Dataset:
@@ -291,13 +313,15 @@ def get(store: Store, name: str, version: int | str | None = None) -> Dataset:
                    rec["n_cases"], store)
 
 
-def profile_rows(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> pd.DataFrame:
+def profile_rows(rows: Iterable[Mapping[str, Any]], columns: list[str], id_column: str | None = None) -> pd.DataFrame:
+    """Column statistics; duplicates compare rows without ``id_column`` (unique ids never hide a repeated case)."""
     import pandas as pd
 
     rows = list(rows)
     out = []
-    exact = len(rows) - len({dumps(r) for r in rows})
-    normalized = len(rows) - len({dumps({k: _normalize_text(v) for k, v in r.items()}) for r in rows})
+    content = [{k: v for k, v in r.items() if k != id_column} for r in rows]
+    exact = len(content) - len({dumps(r) for r in content})
+    normalized = len(content) - len({dumps({k: _normalize_text(v) for k, v in r.items()}) for r in content})
     for col in columns:
         values = [r.get(col) for r in rows]
         texts = [v for v in values if isinstance(v, str)]

@@ -39,7 +39,13 @@ def judge_config(value: Any, metric: str) -> ModelConfig:
         data = dict(value)
         data.setdefault("name", f"judge:{data.get('model')}")
         data.setdefault("params", {"temperature": 0})
-        cfg = ModelConfig(**data)
+        try:
+            cfg = ModelConfig(**data)
+        except TypeError as exc:
+            raise MetricError(
+                f"metric {metric!r}: judge {value!r} has an unknown key ({exc}); use model, api_base, api_key_env, "
+                "params, timeout, max_concurrency"
+            ) from None
     else:
         raise MetricError(f"metric {metric!r}: judge must be a model string or a mapping, got {value!r}")
     if cfg.model.startswith("local/"):
@@ -111,11 +117,18 @@ class Judge:
         entry = (result.output, result.prompt_tokens, result.completion_tokens, result.cost, result.latency_ms)
         future.set_result(entry)
         self.cache[key] = entry
-        self.on_response({
-            "request_key": key, "model": self.config.model, "output": result.output,
-            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "cost": result.cost, "latency_ms": result.latency_ms,
-        })
-        self.calls.append(JudgeCall(self.metric, tag, self.config.model, key, messages, result.output, False,
-                                    result.cost))
+        self.on_response(
+            {
+                "request_key": key,
+                "model": self.config.model,
+                "output": result.output,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "cost": result.cost,
+                "latency_ms": result.latency_ms,
+            }
+        )
+        self.calls.append(
+            JudgeCall(self.metric, tag, self.config.model, key, messages, result.output, False, result.cost)
+        )
         return result.output

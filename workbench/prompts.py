@@ -1,7 +1,7 @@
 """Prompts: named chat templates (system, user, few-shot) with content-hashed versions.
 
 Templates are Jinja2 in a sandbox with StrictUndefined: a typo in a variable name must fail loudly
-before any paid call, not silently send an empty string to a model. ``check_render`` renders every
+before any paid call, not silently send an empty string to a model. ``Experiment.plan()`` renders every
 template against every case and reports all problems together.
 """
 
@@ -35,6 +35,7 @@ class Prompt:
     user: str
     system: str | None = None
     few_shot: tuple[Mapping[str, str], ...] = ()
+    version: int | None = field(default=None, compare=False)  # set when stored in / loaded from a workspace
     _compiled: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:

@@ -84,8 +84,9 @@ class ExperimentSpec(_Strict):
     retrievers: list[dict[str, Any]] = Field(default_factory=list)
     variants: list[VariantSpec] | None = None
     metrics: list[MetricSpec | str] = Field(default_factory=list)
-    concurrency: int = Field(8, ge=1, le=1024)
-    repeats: int = Field(1, ge=1, le=1000)
+    # strict: YAML `repeats: yes` is a mistake, not one repeat
+    concurrency: int = Field(8, ge=1, le=1024, strict=True)
+    repeats: int = Field(1, ge=1, le=1000, strict=True)
     name: str | None = None
 
     @field_validator("prompts", "models")
@@ -119,6 +120,8 @@ def parse(data: Any, source: str = "spec") -> ExperimentSpec:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
+            if "str" in err["loc"] and isinstance(err.get("input"), dict):
+                continue  # a metric written as a mapping failed as a mapping; "not a string" is noise
             where = _loc(err["loc"])
             if err["type"] == "extra_forbidden":
                 lines.append(f"{where}: unknown key")

@@ -258,7 +258,9 @@ class Store:
                     if not any(w in msg for w in _LOCK_WORDS) and not self._being_created(msg):
                         hint = (
                             " If no other program uses it, the file is damaged: move it away and the workspace "
-                            "starts empty." if _INVALID_FILE in msg else ""
+                            "starts empty."
+                            if _INVALID_FILE in msg
+                            else ""
                         )
                         raise WorkspaceError(f"cannot open workspace database {self.db_path}: {msg}{hint}") from exc
                     if time.monotonic() >= deadline:
@@ -339,6 +341,9 @@ class Store:
                     "ws.sql() is read-only and takes exactly one SELECT statement; got "
                     f"{', '.join(bad) or str(len(statements)) + ' statements'}. Use the Python API to change data."
                 )
+            # No file or network access from user SQL: the server extension passes queries through here.
+            # The setting dies with this short-lived connection's database instance.
+            con.execute("SET enable_external_access = false")
             con.execute("BEGIN TRANSACTION")
             try:
                 return con.execute(query, params or []).df()
@@ -350,7 +355,9 @@ class Store:
     # -- datasets --------------------------------------------------------------------------
 
     def find_dataset(self, name: str, hash_: str | None = None, version: int | None = None) -> dict[str, Any] | None:
-        query = "SELECT name, hash, version, id_column, columns, n_cases, source, created_at FROM datasets WHERE name=$1"
+        query = (
+            "SELECT name, hash, version, id_column, columns, n_cases, source, created_at FROM datasets WHERE name=$1"
+        )
         params: list[Any] = [name]
         if hash_ is not None:
             query += " AND starts_with(hash, $2)"
@@ -375,24 +382,30 @@ class Store:
         return rec
 
     def insert_dataset(
-        self, name: str, hash_: str, id_column: str | None, columns: list[str], source: str | None,
-        case_ids: list[str], rows_json: list[str],
+        self,
+        name: str,
+        hash_: str,
+        id_column: str | None,
+        columns: list[str],
+        source: str | None,
+        case_ids: list[str],
+        rows_json: list[str],
     ) -> int:
         """Store a dataset version and its cases in one transaction; returns the version number."""
         import pyarrow as pa
 
-        table = pa.table({
-            "case_id": pa.array(case_ids, pa.string()),
-            "position": pa.array(range(len(case_ids)), pa.int32()),
-            "data": pa.array(rows_json, pa.string()),
-        })
+        table = pa.table(
+            {
+                "case_id": pa.array(case_ids, pa.string()),
+                "position": pa.array(range(len(case_ids)), pa.int32()),
+                "data": pa.array(rows_json, pa.string()),
+            }
+        )
         with self.transaction() as con:
             row = _first(con.execute("SELECT version FROM datasets WHERE name=$1 AND hash=$2", [name, hash_]))
             if row:
                 return int(row[0])
-            (version,) = _first(con.execute(
-                "SELECT coalesce(max(version), 0) + 1 FROM datasets WHERE name=$1", [name]
-            ))
+            (version,) = _first(con.execute("SELECT coalesce(max(version), 0) + 1 FROM datasets WHERE name=$1", [name]))
             con.execute(
                 "INSERT INTO datasets (name, hash, version, id_column, columns, n_cases, source) "
                 "VALUES ($1,$2,$3,$4,$5,$6,$7)",
@@ -401,9 +414,7 @@ class Store:
             exists = _first(con.execute("SELECT count(*) FROM dataset_cases WHERE dataset_hash=$1", [hash_]))
             if not exists or exists[0] == 0:
                 con.register("_cases", table)
-                con.execute(
-                    "INSERT INTO dataset_cases SELECT $1, case_id, position, data FROM _cases", [hash_]
-                )
+                con.execute("INSERT INTO dataset_cases SELECT $1, case_id, position, data FROM _cases", [hash_])
                 con.unregister("_cases")
             return int(version)
 
@@ -416,7 +427,8 @@ class Store:
     def list_datasets(self) -> pd.DataFrame:
         with self.connect() as con:
             return con.execute(
-                "SELECT name, version, hash, n_cases, id_column, source, created_at FROM datasets ORDER BY name, version"
+                "SELECT name, version, hash, n_cases, id_column, source, created_at FROM datasets "
+                "ORDER BY name, version"
             ).df()
 
     # -- prompts ---------------------------------------------------------------------------
@@ -426,9 +438,7 @@ class Store:
             row = _first(con.execute("SELECT version FROM prompts WHERE name=$1 AND hash=$2", [name, hash_]))
             if row:
                 return int(row[0])
-            (version,) = _first(con.execute(
-                "SELECT coalesce(max(version), 0) + 1 FROM prompts WHERE name=$1", [name]
-            ))
+            (version,) = _first(con.execute("SELECT coalesce(max(version), 0) + 1 FROM prompts WHERE name=$1", [name]))
             con.execute(
                 'INSERT INTO prompts (name, hash, version, system, "user", few_shot) VALUES ($1,$2,$3,$4,$5,$6)',
                 [name, hash_, version, system, user, dumps(few_shot)],
@@ -459,8 +469,16 @@ class Store:
     # -- runs ------------------------------------------------------------------------------
 
     def create_run(
-        self, run_id: str, name: str | None, dataset_name: str, dataset_hash: str, spec: dict[str, Any],
-        repeats: int, n_cells: int, variants: list[dict[str, Any]], models: list[dict[str, Any]],
+        self,
+        run_id: str,
+        name: str | None,
+        dataset_name: str,
+        dataset_hash: str,
+        spec: dict[str, Any],
+        repeats: int,
+        n_cells: int,
+        variants: list[dict[str, Any]],
+        models: list[dict[str, Any]],
         prompts: list[dict[str, Any]],
     ) -> None:
         """Record a run, its variants and the models/prompts they use, atomically."""
@@ -468,11 +486,12 @@ class Store:
             for p in prompts:
                 row = _first(con.execute("SELECT 1 FROM prompts WHERE name=$1 AND hash=$2", [p["name"], p["hash"]]))
                 if not row:
-                    (version,) = _first(con.execute(
-                        "SELECT coalesce(max(version), 0) + 1 FROM prompts WHERE name=$1", [p["name"]]
-                    ))
+                    (version,) = _first(
+                        con.execute("SELECT coalesce(max(version), 0) + 1 FROM prompts WHERE name=$1", [p["name"]])
+                    )
                     con.execute(
-                        'INSERT INTO prompts (name, hash, version, system, "user", few_shot) VALUES ($1,$2,$3,$4,$5,$6)',
+                        'INSERT INTO prompts (name, hash, version, system, "user", few_shot) '
+                        "VALUES ($1,$2,$3,$4,$5,$6)",
                         [p["name"], p["hash"], version, p["system"], p["user"], dumps(p["few_shot"])],
                     )
             for m in models:
@@ -488,8 +507,19 @@ class Store:
             for i, v in enumerate(variants):
                 con.execute(
                     "INSERT INTO run_variants VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
-                    [run_id, v["name"], v["hash"], i, v["prompt_name"], v["prompt_hash"], v["model_name"],
-                     v["model"], v["model_hash"], v.get("retriever_name"), v.get("retriever_hash")],
+                    [
+                        run_id,
+                        v["name"],
+                        v["hash"],
+                        i,
+                        v["prompt_name"],
+                        v["prompt_hash"],
+                        v["model_name"],
+                        v["model"],
+                        v["model_hash"],
+                        v.get("retriever_name"),
+                        v.get("retriever_hash"),
+                    ],
                 )
 
     def set_run_status(self, run_id: str, status: str, finished: bool = False) -> None:
@@ -510,8 +540,18 @@ class Store:
             raise NotFoundError(f"no run {run_id!r} in workspace {self.path}; list runs with `llmops runs`")
         if len(row) > 1 and row[0][0] != run_id:
             raise NotFoundError(f"run id prefix {run_id!r} is ambiguous: {[r[0] for r in row][:5]}")
-        keys = ("run_id", "name", "status", "dataset_name", "dataset_hash", "spec", "repeats", "n_cells",
-                "created_at", "finished_at")
+        keys = (
+            "run_id",
+            "name",
+            "status",
+            "dataset_name",
+            "dataset_hash",
+            "spec",
+            "repeats",
+            "n_cells",
+            "created_at",
+            "finished_at",
+        )
         rec = dict(zip(keys, row[0]))
         rec["spec"] = json.loads(rec["spec"])
         return rec
@@ -559,8 +599,13 @@ class Store:
         return {r[0]: r[1:] for r in rows}
 
     def write_batch(
-        self, run_id: str, cells: list[dict[str, Any]], scores: list[dict[str, Any]],
-        responses: list[dict[str, Any]], replace: bool = False, judgements: list[dict[str, Any]] | None = None,
+        self,
+        run_id: str,
+        cells: list[dict[str, Any]],
+        scores: list[dict[str, Any]],
+        responses: list[dict[str, Any]],
+        replace: bool = False,
+        judgements: list[dict[str, Any]] | None = None,
     ) -> None:
         """Store finished cells, their scores and new cache entries in one transaction."""
         if not cells and not responses and not judgements:
@@ -581,11 +626,13 @@ class Store:
                 if replace:
                     con.execute(
                         "DELETE FROM scores WHERE run_id=$1 AND (case_id, variant, repeat) IN "
-                        "(SELECT (case_id, variant, repeat) FROM _cells)", [run_id]
+                        "(SELECT (case_id, variant, repeat) FROM _cells)",
+                        [run_id],
                     )
                     con.execute(
                         "DELETE FROM cells WHERE run_id=$1 AND (case_id, variant, repeat) IN "
-                        "(SELECT (case_id, variant, repeat) FROM _cells)", [run_id]
+                        "(SELECT (case_id, variant, repeat) FROM _cells)",
+                        [run_id],
                     )
                 con.execute(
                     "INSERT INTO cells (run_id, case_id, variant, repeat, request_key, messages, output, error, "
@@ -609,7 +656,8 @@ class Store:
                 if replace:
                     con.execute(
                         "DELETE FROM judgements WHERE run_id=$1 AND (case_id, variant, repeat) IN "
-                        "(SELECT (case_id, variant, repeat) FROM _judge)", [run_id]
+                        "(SELECT (case_id, variant, repeat) FROM _judge)",
+                        [run_id],
                     )
                 con.execute(
                     "INSERT INTO judgements SELECT $1, case_id, variant, repeat, metric, seq, tag, model, request_key, "
@@ -628,28 +676,33 @@ class Store:
             row = _first(con.execute("SELECT version FROM corpora WHERE name=$1 AND hash=$2", [name, hash_]))
             if row:
                 return int(row[0])
-            (version,) = _first(con.execute(
-                "SELECT coalesce(max(version), 0) + 1 FROM corpora WHERE name=$1", [name]))
-            con.execute("INSERT INTO corpora (name, hash, version, n_docs, source) VALUES ($1,$2,$3,$4,$5)",
-                        [name, hash_, version, len(docs), source])
+            (version,) = _first(con.execute("SELECT coalesce(max(version), 0) + 1 FROM corpora WHERE name=$1", [name]))
+            con.execute(
+                "INSERT INTO corpora (name, hash, version, n_docs, source) VALUES ($1,$2,$3,$4,$5)",
+                [name, hash_, version, len(docs), source],
+            )
             exists = _first(con.execute("SELECT count(*) FROM corpus_documents WHERE corpus_hash=$1", [hash_]))
             if not exists or exists[0] == 0:
-                table = pa.table({
-                    "doc_id": pa.array([d[0] for d in docs], pa.string()),
-                    "position": pa.array(range(len(docs)), pa.int32()),
-                    "text": pa.array([d[1] for d in docs], pa.string()),
-                    "metadata": pa.array([d[2] for d in docs], pa.string()),
-                })
+                table = pa.table(
+                    {
+                        "doc_id": pa.array([d[0] for d in docs], pa.string()),
+                        "position": pa.array(range(len(docs)), pa.int32()),
+                        "text": pa.array([d[1] for d in docs], pa.string()),
+                        "metadata": pa.array([d[2] for d in docs], pa.string()),
+                    }
+                )
                 con.register("_docs", table)
-                con.execute("INSERT INTO corpus_documents SELECT $1, doc_id, position, text, metadata FROM _docs",
-                            [hash_])
+                con.execute(
+                    "INSERT INTO corpus_documents SELECT $1, doc_id, position, text, metadata FROM _docs", [hash_]
+                )
                 con.unregister("_docs")
             return int(version)
 
     def list_corpora(self) -> pd.DataFrame:
         with self.connect() as con:
             return con.execute(
-                "SELECT name, version, hash, n_docs, source, created_at FROM corpora ORDER BY name, version").df()
+                "SELECT name, version, hash, n_docs, source, created_at FROM corpora ORDER BY name, version"
+            ).df()
 
     def corpus_documents(self, hash_: str) -> list[tuple[str, str, str]]:
         with self.connect() as con:
@@ -671,25 +724,40 @@ class Store:
 
     def cell_exists(self, run_id: str, case_id: str, variant: str, repeat: int) -> bool:
         with self.connect() as con:
-            row = _first(con.execute(
-                "SELECT count(*) FROM cells WHERE run_id=$1 AND case_id=$2 AND variant=$3 AND repeat=$4",
-                [run_id, case_id, variant, repeat],
-            ))
+            row = _first(
+                con.execute(
+                    "SELECT count(*) FROM cells WHERE run_id=$1 AND case_id=$2 AND variant=$3 AND repeat=$4",
+                    [run_id, case_id, variant, repeat],
+                )
+            )
         return bool(row and row[0])
 
     def insert_feedback(self, rec: dict[str, Any]) -> int:
         with self.connect() as con:
-            row = _first(con.execute(
-                "INSERT INTO feedback (run_id, case_id, variant, repeat, kind, value, label, comment, author) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING feedback_id",
-                [rec["run_id"], rec["case_id"], rec["variant"], rec["repeat"], rec["kind"], rec["value"],
-                 rec["label"], rec["comment"], rec["author"]],
-            ))
+            row = _first(
+                con.execute(
+                    "INSERT INTO feedback (run_id, case_id, variant, repeat, kind, value, label, comment, author) "
+                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING feedback_id",
+                    [
+                        rec["run_id"],
+                        rec["case_id"],
+                        rec["variant"],
+                        rec["repeat"],
+                        rec["kind"],
+                        rec["value"],
+                        rec["label"],
+                        rec["comment"],
+                        rec["author"],
+                    ],
+                )
+            )
         return int(row[0])
 
     def feedback(self, run_id: str | None = None) -> pd.DataFrame:
-        query = ("SELECT feedback_id, run_id, case_id, variant, repeat, kind, value, label, comment, author, created_at "
-                 "FROM feedback")
+        query = (
+            "SELECT feedback_id, run_id, case_id, variant, repeat, kind, value, label, comment, author, created_at "
+            "FROM feedback"
+        )
         params: list[Any] = []
         if run_id is not None:
             query += " WHERE run_id=$1"
@@ -702,7 +770,8 @@ class Store:
         with self.connect() as con:
             rows = con.execute(
                 "SELECT request_key, output, prompt_tokens, completion_tokens, cost, latency_ms FROM responses "
-                "WHERE list_contains($1, model)", [list(models)]
+                "WHERE list_contains($1, model)",
+                [list(models)],
             ).fetchall()
         return {r[0]: r[1:] for r in rows}
 
@@ -710,7 +779,8 @@ class Store:
         with self.connect() as con:
             return con.execute(
                 "SELECT case_id, variant, repeat, metric, seq, tag, model, messages, response, cached "
-                "FROM judgements WHERE run_id=$1 ORDER BY case_id, variant, repeat, metric, seq", [run_id]
+                "FROM judgements WHERE run_id=$1 ORDER BY case_id, variant, repeat, metric, seq",
+                [run_id],
             ).df()
 
     def results(self, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -771,39 +841,73 @@ class Store:
 def _RESPONSE_SCHEMA() -> Any:
     import pyarrow as pa
 
-    return pa.schema([
-        ("request_key", pa.string()), ("model", pa.string()), ("output", pa.string()),
-        ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost", pa.float64()),
-        ("latency_ms", pa.float64()),
-    ])
+    return pa.schema(
+        [
+            ("request_key", pa.string()),
+            ("model", pa.string()),
+            ("output", pa.string()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("cost", pa.float64()),
+            ("latency_ms", pa.float64()),
+        ]
+    )
 
 
 def _CELL_SCHEMA() -> Any:
     import pyarrow as pa
 
-    return pa.schema([
-        ("case_id", pa.string()), ("variant", pa.string()), ("repeat", pa.int32()),
-        ("request_key", pa.string()), ("messages", pa.string()), ("output", pa.string()),
-        ("error", pa.string()), ("error_kind", pa.string()), ("latency_ms", pa.float64()),
-        ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost", pa.float64()),
-        ("cached", pa.bool_()), ("retrieved", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("case_id", pa.string()),
+            ("variant", pa.string()),
+            ("repeat", pa.int32()),
+            ("request_key", pa.string()),
+            ("messages", pa.string()),
+            ("output", pa.string()),
+            ("error", pa.string()),
+            ("error_kind", pa.string()),
+            ("latency_ms", pa.float64()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("cost", pa.float64()),
+            ("cached", pa.bool_()),
+            ("retrieved", pa.string()),
+        ]
+    )
 
 
 def _JUDGEMENT_SCHEMA() -> Any:
     import pyarrow as pa
 
-    return pa.schema([
-        ("case_id", pa.string()), ("variant", pa.string()), ("repeat", pa.int32()), ("metric", pa.string()),
-        ("seq", pa.int32()), ("tag", pa.string()), ("model", pa.string()), ("request_key", pa.string()),
-        ("messages", pa.string()), ("response", pa.string()), ("cached", pa.bool_()),
-    ])
+    return pa.schema(
+        [
+            ("case_id", pa.string()),
+            ("variant", pa.string()),
+            ("repeat", pa.int32()),
+            ("metric", pa.string()),
+            ("seq", pa.int32()),
+            ("tag", pa.string()),
+            ("model", pa.string()),
+            ("request_key", pa.string()),
+            ("messages", pa.string()),
+            ("response", pa.string()),
+            ("cached", pa.bool_()),
+        ]
+    )
 
 
 def _SCORE_SCHEMA() -> Any:
     import pyarrow as pa
 
-    return pa.schema([
-        ("case_id", pa.string()), ("variant", pa.string()), ("repeat", pa.int32()), ("metric", pa.string()),
-        ("value", pa.float64()), ("detail", pa.string()), ("error", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("case_id", pa.string()),
+            ("variant", pa.string()),
+            ("repeat", pa.int32()),
+            ("metric", pa.string()),
+            ("value", pa.float64()),
+            ("detail", pa.string()),
+            ("error", pa.string()),
+        ]
+    )

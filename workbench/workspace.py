@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench import datasets as _datasets
 from workbench.datasets import Dataset
-from workbench.errors import NotFoundError, SpecError
+from workbench.errors import NotFoundError, SpecError, WorkbenchError
 from workbench.llm import ModelConfig
 from workbench.metrics.registry import BoundMetric, bind
 from workbench.prompts import Prompt
@@ -78,14 +78,14 @@ class Workspace:
     ) -> Prompt:
         """Store a prompt version (same content returns the same version)."""
         p = Prompt(name, user, system, tuple(few_shot))
-        self.store.upsert_prompt(p.name, p.hash, p.system, p.user, list(p.few_shot))
-        return p
+        version = self.store.upsert_prompt(p.name, p.hash, p.system, p.user, list(p.few_shot))
+        return Prompt(name, user, system, tuple(few_shot), version=version)
 
     def prompt(self, name: str, version: int | None = None) -> Prompt:
         rec = self.store.find_prompt(name, version)
         if rec is None:
             raise NotFoundError(f"no prompt {name!r} in workspace {self.path}; add one with ws.add_prompt(...)")
-        return Prompt(rec["name"], rec["user"], rec["system"], tuple(rec["few_shot"]))
+        return Prompt(rec["name"], rec["user"], rec["system"], tuple(rec["few_shot"]), version=rec["version"])
 
     def prompts(self) -> pd.DataFrame:
         return self.store.list_prompts()
@@ -159,6 +159,9 @@ class Workspace:
             parsed = _spec.parse(dict(spec))
         base = base or Path.cwd()
         d = parsed.dataset
+        if d.path and d.version is not None:
+            raise SpecError("dataset: give either `path` (load and version the file) or `version` (a stored one), "
+                            "not both")
         if d.path:
             path = Path(d.path) if Path(d.path).is_absolute() else base / d.path
             ds = self.add_dataset(d.name, path, id=d.id, inputs=d.inputs, dedupe=d.dedupe, fmt=d.format)
@@ -189,9 +192,7 @@ class Workspace:
                 metrics.append(
                     _metric(m) if isinstance(m, str) else _metric({"name": m.name, "label": m.label, **m.options()})
                 )
-            except SpecError:
-                raise
-            except Exception as exc:
+            except WorkbenchError as exc:
                 raise SpecError(f"metrics[{i}]: {exc}") from exc
         variants = [v.model_dump() for v in parsed.variants] if parsed.variants else None
         return self.experiment(
