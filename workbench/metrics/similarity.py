@@ -1,25 +1,26 @@
-"""Reference-based similarity metrics (ROUGE, BLEU, chrF, edit similarity), fast and score-identical.
+"""Reference-based similarity metrics (ROUGE, BLEU, chrF, edit similarity): fast and score-identical.
 
 Every score equals the reference package's: ``rouge_score.rouge_scorer.RougeScorer`` for ROUGE-1/2/L,
-``sacrebleu.sentence_bleu`` / ``sentence_chrf`` for BLEU and chrF (divided by 100, so every score is in
-[0, 1]) and rapidfuzz's ``Levenshtein.normalized_similarity``. The tokenisation is replicated exactly;
-the n-gram statistics are ours, because the references spend their time building Python Counters of
-tuples for every pair.
+``sacrebleu.sentence_bleu`` / ``sentence_chrf`` for BLEU and chrF (divided by 100, so that every score
+is in [0, 1]) and rapidfuzz's ``Levenshtein.normalized_similarity``. The tokenisation is replicated
+exactly; the n-gram statistics are ours, because the references spend most of their time building
+Python Counters of tuples, pair after pair.
 
 Why it is fast:
 
-- tokens are cached per unique word (Porter stemming, 13a splitting), never recomputed per occurrence;
-- the batch functions count matching n-grams of many pairs with ONE numpy sort: each position's
-  n-gram is packed into a 64-bit key (pair, n tokens, side), so the n-grams of every order are
-  contiguous runs of the sorted array and clipped match counts come out of vectorised run lengths;
+- tokens are cached per distinct word or whitespace-separated chunk (Porter stemming, 13a splitting)
+  and become small integer ids, instead of being recomputed at every occurrence;
+- the batch functions count the matching n-grams of many pairs at once: the n-gram starting at each
+  position is packed into a 64-bit key (pair, n ids, side), and after sorting, the n-grams of every
+  order are contiguous runs whose hyp/ref sizes give the clipped match counts (numpy, no Python loop);
 - ROUGE-L uses rapidfuzz's bit-parallel LCS on token ids, edit similarity rapidfuzz's ``cpdist``.
 
-Missing values: an output of ``None`` is scored as the empty string; an empty output scores 0 against a
-non-empty reference, as in the reference packages (which also give 0, not 1, when both are empty -
-except edit similarity, which is 1 for two empty strings). A missing expected value (``None``) makes
-the registered metrics return ``None`` (not applicable). A list of expected values is scored the way the
-reference packages score several references (best ROUGE F, sacrebleu's multi-reference BLEU and chrF,
-best edit similarity).
+Missing values: an output of ``None`` is scored as the empty string. An empty output scores 0 against
+a non-empty reference, as in the reference packages, which also give 0 (not 1) when both are empty;
+edit similarity gives 1.0 for two empty strings (rapidfuzz). The registered metrics return ``None``
+(not applicable) when the expected value is ``None``. A list of expected values is scored the way the
+reference packages score several references: best ROUGE F-measure (``score_multi``), sacrebleu's
+multi-reference BLEU and chrF, best edit similarity.
 
 numpy, rapidfuzz, nltk and sacrebleu are imported lazily so that importing this module stays cheap.
 """
@@ -28,10 +29,12 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
-from itertools import chain
+from functools import lru_cache, partial
+from itertools import chain, filterfalse, islice
+from operator import methodcaller
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workbench.metrics.registry import Score, register
@@ -40,10 +43,12 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "ROUGE_TYPES",
     "RougeArrays",
     "RougeScore",
     "bleu_batch",
     "chrf_batch",
+    "clear_caches",
     "edit_similarity_batch",
     "edit_similarity_score",
     "rouge_batch",
@@ -59,9 +64,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------
 # Small shared helpers
 # ----------------------------------------------------------------------------------------------------
-
-# Token caches grow with the vocabulary; past this many entries they are cleared (bounded memory).
-_CACHE_LIMIT = 1 << 19
 
 
 def _text(value: Any) -> str:
@@ -88,117 +90,148 @@ def _np() -> Any:
     return numpy
 
 
-def _as_texts(values: Iterable[Any]) -> list[str]:
-    return [_text(v) for v in values]
-
-
 def _check_lengths(a: Sequence[Any], b: Sequence[Any]) -> None:
     if len(a) != len(b):
         raise ValueError(f"got {len(a)} hypotheses but {len(b)} references; the batch functions score pairs")
 
 
 # ----------------------------------------------------------------------------------------------------
-# ROUGE tokenisation (rouge_score.tokenize.tokenize, replicated)
+# Token ids. Every tokeniser below maps a text to a list of small positive ints (0 is reserved);
+# ``_Vocabulary.tokens`` turns them back into strings. Caches are cleared between calls once they hold
+# more than _CACHE_LIMIT entries, never during one (ids handed out in a call must stay valid).
 # ----------------------------------------------------------------------------------------------------
 
+_CACHE_LIMIT = 1 << 20
+
+
+class _Vocabulary:
+    """Token string -> id (1, 2, ...), assigned in C: ``ids[token]`` numbers a new token ``len(ids)``."""
+
+    def __init__(self) -> None:
+        self.ids: defaultdict[Any, int] = defaultdict()
+        self.ids[None] = 0  # reserves id 0, so that real tokens start at 1
+        self.ids.default_factory = self.ids.__len__
+        self.id = self.ids.__getitem__
+        self._tokens: list[str] = []
+
+    @property
+    def tokens(self) -> list[str]:
+        """id -> token string. Ids follow insertion order: the key list, extended with the newest keys."""
+        new = len(self.ids) - len(self._tokens)
+        if new:
+            self._tokens.extend(reversed(list(islice(reversed(self.ids), new))))
+        return self._tokens
+
+
+# rouge_score.tokenize.tokenize: lowercase, non-[a-z0-9] runs to spaces, split, Porter-stem words longer
+# than 3 characters, drop tokens that are not [a-z0-9]+.
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _VALID_TOKEN = re.compile(r"^[a-z0-9]+$")
 # For ASCII text ``lower()`` + "non [a-z0-9] -> space" is one C-level translate.
-_ROUGE_ASCII = str.maketrans(
-    {chr(c): (chr(c).lower() if chr(c).isalnum() else " ") for c in range(128)}
-)
+_ROUGE_ASCII = str.maketrans({chr(c): (chr(c).lower() if chr(c).isalnum() else " ") for c in range(128)})
 
 
 def _rouge_words(text: str) -> list[str]:
-    """Lowercase, non-alphanumerics to spaces, split: rouge_score's tokens before stemming."""
+    """rouge_score's tokens before stemming."""
     if text.isascii():
         return text.translate(_ROUGE_ASCII).split()
     # ``lower()`` first, exactly as rouge_score: some non-ASCII letters lowercase to ASCII ones.
     return _NON_ALNUM.sub(" ", text.lower()).split()
 
 
-class _StemCache(dict):  # type: ignore[type-arg]
-    """word -> Porter stem (nltk, default NLTK_EXTENSIONS mode, as rouge_score), computed once per word.
+class _RougeIds(dict):  # type: ignore[type-arg]
+    """word -> id of its (stemmed) token, 0 for a token rouge_score drops; each word stemmed once.
 
-    rouge_score stems every occurrence; stemming each distinct word once is where most of the ROUGE
-    speed-up comes from. Words of 3 characters or fewer are not stemmed (rouge_score's rule).
+    rouge_score stems every occurrence with nltk's PorterStemmer (default NLTK_EXTENSIONS mode);
+    stemming each distinct word once is most of the ROUGE speed-up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, use_stemmer: bool) -> None:
         super().__init__()
-        self._stem: Callable[[str], str] | None = None
+        self.use_stemmer = use_stemmer
+        self.vocab = _Vocabulary()
         self.saw_invalid = False
+        self._stem: Callable[[str], str] | None = None
 
-    def __missing__(self, word: str) -> str:
-        if len(word) > 3:
+    def __missing__(self, word: str) -> int:
+        token = word
+        if self.use_stemmer and len(word) > 3:
             if self._stem is None:
                 from nltk.stem import porter
 
                 self._stem = porter.PorterStemmer().stem
-            stem = self._stem(word)
-            if not _VALID_TOKEN.match(stem):  # rouge_score drops such tokens; "" marks them here
-                stem = ""
-                self.saw_invalid = True
+            token = self._stem(word)
+        if _VALID_TOKEN.match(token):
+            i = self.vocab.id(token)
         else:
-            stem = word
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        self[word] = stem
-        return stem
+            i = 0
+            self.saw_invalid = True
+        self[word] = i
+        return i
+
+    def ids(self, text: str) -> list[int]:
+        ids = list(map(self.__getitem__, _rouge_words(text)))
+        if self.saw_invalid and 0 in ids:
+            ids = [i for i in ids if i]
+        return ids
 
 
-_STEMS = _StemCache()
-
-
-def rouge_tokenize(text: str | None, use_stemmer: bool = True) -> list[str]:
-    """The tokens rouge_score's DefaultTokenizer produces (lowercase alphanumerics, optional stemming)."""
-    words = _rouge_words(_text(text))
-    if not use_stemmer:
-        return words
-    stems = list(map(_STEMS.__getitem__, words))
-    if _STEMS.saw_invalid and "" in stems:
-        stems = [s for s in stems if s]
-    return stems
-
-
-# ----------------------------------------------------------------------------------------------------
-# 13a tokenisation (sacrebleu.tokenizers.tokenizer_13a.Tokenizer13a, replicated)
-# ----------------------------------------------------------------------------------------------------
-
-
-class _Split13aCache(dict):  # type: ignore[type-arg]
-    """whitespace-free chunk of text -> its 13a tokens, computed once per distinct chunk.
+class _Chunk13aIds(dict):  # type: ignore[type-arg]
+    """whitespace-free chunk of a line -> ids of its 13a tokens, each distinct chunk tokenised once.
 
     sacrebleu's 13a regexes only look at a character and its direct neighbours, and whitespace is
     neither punctuation nor a digit to them, so tokenising a line equals tokenising each of its
-    whitespace-separated chunks on its own (``' ' + chunk + ' '``, as sacrebleu pads the line). Each
-    distinct chunk goes through sacrebleu's own regex tokenizer once.
+    whitespace-separated chunks on its own, padded with spaces as sacrebleu pads the line. New chunks
+    go through sacrebleu's own regexes together, joined by newlines (only ever next to the padding
+    spaces, so no pattern can match across them).
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._post: Callable[[str], str] | None = None
+        self.vocab = _Vocabulary()
+        self._steps: list[Callable[[str], str]] | None = None
 
-    def __missing__(self, chunk: str) -> tuple[str, ...]:
-        if self._post is None:
-            from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
+    @staticmethod
+    def _regex_steps() -> list[Callable[[str], str]]:
+        """sacrebleu's regex substitutions, in order; the first one as an equivalent ``str.translate``.
 
-            tokenizer = TokenizerRegexp()
-            # Call the regexes without sacrebleu's per-line lru_cache: this cache already holds the result.
-            uncached = getattr(TokenizerRegexp.__call__, "__wrapped__", None)
-            self._post = partial(uncached, tokenizer) if uncached is not None else tokenizer
-        tokens = tuple(self._post(f" {chunk} ").split())
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        self[chunk] = tokens
-        return tokens
+        The first regex pads single punctuation characters (and spaces) with spaces; done by the regex
+        engine it calls Python code for every match, the translate table does the same in C. The table
+        is derived from sacrebleu's own pattern.
+        """
+        from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
 
+        regexes = list(TokenizerRegexp()._re)
+        steps: list[Callable[[str], str]] = [partial(regex.sub, repl) for regex, repl in regexes]
+        first, repl = regexes[0]
+        if repl == r" \1 " and first.groups == 1 and not first.search("".join(map(chr, range(128, 0x10000)))):
+            table = str.maketrans({chr(c): f" {chr(c)} " for c in range(128) if first.fullmatch(chr(c))})
+            steps[0] = methodcaller("translate", table)
+        return steps
 
-_SPLIT_13A = _Split13aCache()
+    def fill(self, chunks: Iterable[str]) -> None:
+        missing = list(filterfalse(self.__contains__, set(chunks)))
+        if not missing:
+            return
+        if self._steps is None:
+            self._steps = self._regex_steps()
+        joined = "\n".join([f" {c} " for c in missing])
+        for step in self._steps:
+            joined = step(joined)
+        parts = joined.split("\n")
+        if len(parts) != len(missing):  # cannot happen: chunks hold no whitespace, the regexes add none
+            raise RuntimeError("13a tokenisation: chunk boundaries were lost")
+        token_id = self.vocab.id
+        for chunk, part in zip(missing, parts):
+            self[chunk] = tuple(map(token_id, part.split()))
+
+    def __missing__(self, chunk: str) -> tuple[int, ...]:
+        self.fill((chunk,))
+        return self[chunk]  # type: ignore[no-any-return]
 
 
 def _pre_13a(line: str) -> str:
-    """The language-independent part of Tokenizer13a, after BLEU's ``rstrip()``."""
+    """BLEU's ``rstrip()`` and the language-independent part of sacrebleu's Tokenizer13a."""
     line = line.rstrip()
     if "<skipped>" in line:
         line = line.replace("<skipped>", "")
@@ -209,41 +242,113 @@ def _pre_13a(line: str) -> str:
     return line
 
 
+_ROUGE_CACHES = {True: _RougeIds(True), False: _RougeIds(False)}
+_CHUNKS_13A = _Chunk13aIds()
+
+
+# Held while a call resets caches and turns its texts into ids: ids of one call come from one vocabulary
+# even when metrics run in several threads.
+_LOCK = threading.RLock()
+
+
+def clear_caches() -> None:
+    """Drop every token cache (frees memory; benchmarks use it to time cold starts)."""
+    global _CHUNKS_13A
+    with _LOCK:
+        _ROUGE_CACHES[True] = _RougeIds(True)
+        _ROUGE_CACHES[False] = _RougeIds(False)
+        _CHUNKS_13A = _Chunk13aIds()
+        _cached_rouge_ids.cache_clear()
+        _cached_13a_ids.cache_clear()
+
+
+def _reset_large_caches() -> None:
+    """Bound memory: drop token caches that grew past the limit (only between calls, under _LOCK)."""
+    for stemmed, cache in list(_ROUGE_CACHES.items()):
+        if len(cache) > _CACHE_LIMIT:
+            _ROUGE_CACHES[stemmed] = _RougeIds(stemmed)
+            _cached_rouge_ids.cache_clear()
+    global _CHUNKS_13A
+    if len(_CHUNKS_13A) > _CACHE_LIMIT:
+        _CHUNKS_13A = _Chunk13aIds()
+        _cached_13a_ids.cache_clear()
+
+
+def _ids_13a(text: str) -> list[int]:
+    chunks = _pre_13a(text).split()
+    _CHUNKS_13A.fill(chunks)  # new chunks through the regexes together, not one by one
+    return list(chain.from_iterable(map(_CHUNKS_13A.__getitem__, chunks)))
+
+
+# The registered metrics see one cell at a time, and rouge1/rouge2/rouge_l (or bleu) read the same
+# two texts: these small caches tokenise each text once per cell, not once per metric.
+@lru_cache(maxsize=512)
+def _cached_rouge_ids(text: str, use_stemmer: bool) -> tuple[int, ...]:
+    return tuple(_ROUGE_CACHES[use_stemmer].ids(text))
+
+
+@lru_cache(maxsize=512)
+def _cached_13a_ids(text: str) -> tuple[int, ...]:
+    return tuple(_ids_13a(text))
+
+
+def rouge_tokenize(text: str | None, use_stemmer: bool = True) -> list[str]:
+    """The tokens of rouge_score's DefaultTokenizer (lowercase alphanumeric words, Porter-stemmed)."""
+    with _LOCK:
+        _reset_large_caches()
+        cache = _ROUGE_CACHES[use_stemmer]
+        ids = cache.ids(_text(text))
+        tokens = cache.vocab.tokens
+        return [tokens[i] for i in ids]
+
+
 def tokenize_13a(text: str | None) -> list[str]:
-    """sacrebleu's default BLEU tokenisation (``13a``, after ``rstrip()``), as a token list."""
-    return list(chain.from_iterable(map(_SPLIT_13A.__getitem__, _pre_13a(_text(text)).split())))
+    """The tokens sacrebleu's BLEU compares (``13a`` tokenizer applied to the right-stripped text)."""
+    with _LOCK:
+        _reset_large_caches()
+        ids = _ids_13a(_text(text))
+        tokens = _CHUNKS_13A.vocab.tokens
+        return [tokens[i] for i in ids]
 
 
-def _tokenize_all(texts: Iterable[Any], tokenize: Callable[[str], list[str]]) -> list[list[str]]:
-    """Tokenise a column, each distinct text once (references repeat across a grid's cells)."""
-    seen: dict[str, list[str]] = {}
+def _distinct_ids(texts: Sequence[Any], tokenize: Callable[[str], list[int]]) -> list[list[int]]:
+    """Token ids of a column, each distinct text tokenised once (references repeat across a grid)."""
+    seen: dict[str, list[int]] = {}
     out = []
     for t in map(_text, texts):
-        toks = seen.get(t)
-        if toks is None:
-            toks = seen[t] = tokenize(t)
-        out.append(toks)
+        ids = seen.get(t)
+        if ids is None:
+            ids = seen[t] = tokenize(t)
+        out.append(ids)
     return out
+
+
+def _batch_13a_ids(texts: Sequence[Any]) -> list[list[int]]:
+    """13a token ids of a column; the new chunks of all texts go through the regexes in one call."""
+    distinct = {t: _pre_13a(t).split() for t in map(_text, texts)}
+    _CHUNKS_13A.fill(chain.from_iterable(distinct.values()))
+    lookup = _CHUNKS_13A.__getitem__
+    ids = {t: list(chain.from_iterable(map(lookup, chunks))) for t, chunks in distinct.items()}
+    return [ids[t] for t in map(_text, texts)]
 
 
 # ----------------------------------------------------------------------------------------------------
 # Batch n-gram matching: one sort of packed n-gram keys per chunk of pairs
 # ----------------------------------------------------------------------------------------------------
 
-_MAX_CHUNK_POSITIONS = 1 << 21  # bounds the size of the temporary arrays
-_MAX_UNIGRAM_BINS = 1 << 22  # unigram counts by bincount while pairs * alphabet stays this small
-_SORT_SLICE = 512  # keys are sorted pair by pair (whole pairs, ~this many keys per slice): cache-friendly
+_MAX_UNIGRAM_BINS = 1 << 22  # unigrams are counted by bincount while pairs * 2**bits stays small
+_SORT_SLICE = 512  # keys are sorted a few whole pairs at a time (~this many keys): cache-friendly
 
 
 def _ngram_matches(ids: np.ndarray, seg_lens: np.ndarray, order: int, bits: int) -> np.ndarray:
     """Clipped n-gram match counts ``sum_g min(count_hyp(g), count_ref(g))`` for n = 1..order, per pair.
 
-    ``ids``: positive symbol ids (< 2**bits) of every segment laid out hyp0, 0, ref0, 0, hyp1, 0, ...
-    (a 0 after each segment). ``seg_lens``: the 2 * pairs segment lengths. Each position gets the key
-    ``pair | its next `order` ids (0 past the segment end) | side``, i.e. the n-gram starting there for
-    every n at once. Once sorted, the n-grams of order n are the runs of equal key prefixes, and a run's
-    hyp/ref sizes give its clipped match count. Only runs present on both sides can hold matching
-    longer n-grams, so the array shrinks from one order to the next.
+    ``ids``: symbol ids in [1, 2**bits) of every segment laid out hyp0, 0, ref0, 0, hyp1, 0, ... (a 0
+    after each segment). ``seg_lens``: the 2 * pairs segment lengths. Each position gets the key
+    ``pair | its next `order` ids (0 past the segment end) | side``: the n-gram starting there, for
+    every n at once. Once sorted, the n-grams of order n are the runs of equal key prefixes, and a
+    run's hyp/ref sizes give its clipped match count. Only runs present on both sides can hold longer
+    matches, so the array shrinks from one order to the next.
     """
     np = _np()
     n_pairs = seg_lens.size // 2
@@ -262,8 +367,8 @@ def _ngram_matches(ids: np.ndarray, seg_lens: np.ndarray, order: int, bits: int)
     first = padded[:total]
     keep = first != 0
     first_order = 1
-    if n_pairs << bits <= _MAX_UNIGRAM_BINS:
-        # Unigrams by direct counting (no sort needed); only shared symbols can start longer matches.
+    if n_pairs << bits <= min(_MAX_UNIGRAM_BINS, 4 * total):
+        # Unigrams by direct counting (no sort); only shared symbols can start longer matches.
         unigram = ((seg >> u64(1)) << u64(bits)) | first
         is_ref = (seg & u64(1)).astype(bool)
         bins = n_pairs << bits
@@ -276,72 +381,83 @@ def _ngram_matches(ids: np.ndarray, seg_lens: np.ndarray, order: int, bits: int)
         keep &= shared[unigram] & (padded[1 : total + 1] != 0)
         first_order = 2
     keys = keys[keep]
-    # Keys are already grouped by pair: sorting slices of whole pairs is the same as one global sort.
+    # Keys are already grouped by pair: sorting slices of whole pairs equals one global sort.
     pair_sizes = np.bincount((seg[keep] >> u64(1)).astype(np.intp), minlength=n_pairs)
     offsets = np.concatenate(([0], np.cumsum(pair_sizes)))
     cuts = np.unique(offsets[np.searchsorted(offsets, np.arange(0, keys.size, _SORT_SLICE))])
     for lo, hi in zip(cuts.tolist(), cuts[1:].tolist() + [keys.size]):
         keys[lo:hi].sort()
-    ikeys = keys.view(np.int64)  # keys < 2**63: the same bits read as signed ints, no copies
-    char_mask = (1 << bits) - 1
+    ikeys = keys.view(np.int64)  # keys < 2**63: the same bits as signed ints, no copy
+    id_mask = (1 << bits) - 1
     for n in range(first_order, order + 1):
         if ikeys.size == 0:
             break
         prefix = ikeys >> (1 + (order - n) * bits)  # (pair, n-gram)
         bounds = np.concatenate(([0], np.flatnonzero(prefix[1:] != prefix[:-1]) + 1, [ikeys.size]))
-        refs_before = np.concatenate(([0], np.cumsum(ikeys & 1)))[bounds]
-        n_ref = np.diff(refs_before)
+        n_ref = np.diff(np.concatenate(([0], np.cumsum(ikeys & 1)))[bounds])
         sizes = np.diff(bounds)
         matched = np.minimum(n_ref, sizes - n_ref)
         out[:, n - 1] = np.bincount(prefix[bounds[:-1]] >> (n * bits), weights=matched, minlength=n_pairs)
-        if n < order:  # keep n-grams found on both sides whose (n+1)-gram does not run past the segment
-            extends = ((ikeys >> (1 + (order - n - 1) * bits)) & char_mask) != 0
+        if n < order:  # keep n-grams found on both sides whose (n+1)-gram stays inside the segment
+            extends = ((ikeys >> (1 + (order - n - 1) * bits)) & id_mask) != 0
             ikeys = ikeys[np.repeat(matched > 0, sizes) & extends]
     return out
 
 
-def _key_bits_ok(order: int, bits: int, n_pairs: int) -> bool:
+def _fits(order: int, bits: int, n_pairs: int) -> bool:
+    """Whether (pair, `order` ids of `bits` bits, side) fits a key below 2**63."""
     return order * bits + 1 + max(1, (n_pairs - 1).bit_length()) <= 63
 
 
-_SEPARATOR = object()
+def _packed_matches(flat: np.ndarray, seg_lens: np.ndarray, order: int, chunk_positions: int) -> np.ndarray:
+    """``_ngram_matches`` over any number of pairs: chunks of pairs, ids renumbered densely per chunk.
 
-
-def _token_matches(hyps: list[list[str]], refs: list[list[str]], order: int) -> np.ndarray:
-    """Clipped word n-gram match counts (n = 1..order) of token-list pairs; see ``_ngram_matches``.
-
-    Words get dense ids per chunk of pairs, and chunks stay small enough for ``order`` ids to fit a key.
+    ``flat``: int64 ids >= 1 laid out as for ``_ngram_matches``. A chunk whose ids still need too many
+    bits is halved; a single pair that cannot be packed (tens of thousands of distinct tokens at order
+    4, thousands of distinct characters at order 6) is counted with Counters.
     """
     np = _np()
-    n_pairs = len(hyps)
+    n_pairs = seg_lens.size // 2
     out = np.zeros((n_pairs, order), dtype=np.int64)
-    start = 0
-    while start < n_pairs:
-        stop, n_tokens = start, 0
-        while stop < n_pairs:
-            grown = n_tokens + len(hyps[stop]) + len(refs[stop])
-            if not _key_bits_ok(order, grown.bit_length(), stop - start + 1) or (
-                grown > _MAX_CHUNK_POSITIONS and stop > start
-            ):
-                break
-            n_tokens, stop = grown, stop + 1
-        if stop == start:  # one pair too long to pack (> ~32k tokens at order 4): count with Counters
-            out[start] = _counter_matches(hyps[start], refs[start], order)
-            start += 1
-            continue
-        vocab: defaultdict[object, int] = defaultdict()
-        vocab[_SEPARATOR] = 0
-        vocab.default_factory = vocab.__len__  # a new word gets the next id: C-level dense numbering
-        sep = (_SEPARATOR,)
-        segments: list[Sequence[object]] = []
-        for h, r in zip(hyps[start:stop], refs[start:stop]):
-            segments += (h, sep, r, sep)
-        ids = np.fromiter(map(vocab.__getitem__, chain.from_iterable(segments)), dtype=np.int64,
-                          count=n_tokens + 2 * (stop - start))
-        lens = np.fromiter(map(len, segments[0::2]), dtype=np.int64, count=2 * (stop - start))
-        out[start:stop] = _ngram_matches(ids, lens, order, (len(vocab) - 1).bit_length())
-        start = stop
+    pair_end = np.cumsum(seg_lens[0::2] + seg_lens[1::2] + 2)
+    pair_start = pair_end - (seg_lens[0::2] + seg_lens[1::2] + 2)
+    # Initial chunks: consecutive pairs holding about chunk_positions positions.
+    cut = np.searchsorted(
+        pair_end, np.arange(chunk_positions, int(pair_end[-1]) if n_pairs else 0, chunk_positions), side="right"
+    )
+    bounds = sorted({0, n_pairs, *cut.tolist()})
+    todo = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo][::-1]
+    while todo:
+        lo, hi = todo.pop()
+        ids = flat[pair_start[lo] : pair_end[hi - 1]]
+        bits = int(ids.max()).bit_length() if ids.size else 1
+        if not _fits(order, bits, hi - lo):  # renumber the ids present in this chunk 1..k (0 stays 0)
+            present = np.zeros(int(ids.max()) + 1, dtype=bool)
+            present[ids] = True
+            present[0] = True
+            ids = (np.cumsum(present) - 1)[ids]
+            bits = int(ids.max()).bit_length()
+        if _fits(order, bits, hi - lo):
+            out[lo:hi] = _ngram_matches(ids, seg_lens[2 * lo : 2 * hi], order, bits)
+        elif hi - lo > 1:
+            mid = (lo + hi) // 2
+            todo += [(mid, hi), (lo, mid)]
+        else:
+            h_len = int(seg_lens[2 * lo])
+            out[lo] = _counter_matches(ids[:h_len].tolist(), ids[h_len + 1 : -1].tolist(), order)
     return out
+
+
+def _flatten(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Lay id sequences out as hyp0, 0, ref0, 0, ...: (flat ids, segment lengths)."""
+    np = _np()
+    sep = (0,)
+    segments: list[Sequence[int]] = []
+    for h, r in zip(hyps, refs):
+        segments += (h, sep, r, sep)
+    lens = np.fromiter(map(len, segments[0::2]), dtype=np.int64, count=2 * len(hyps))
+    flat = np.fromiter(chain.from_iterable(segments), dtype=np.int64, count=int(lens.sum()) + 2 * len(hyps))
+    return flat, lens
 
 
 def _ngram_counter(tokens: Sequence[Any], n: int) -> Counter[Any]:
@@ -351,10 +467,11 @@ def _ngram_counter(tokens: Sequence[Any], n: int) -> Counter[Any]:
 
 
 def _clipped(hyp: Counter[Any], ref: Counter[Any]) -> int:
+    """sum over n-grams of min(hyp count, ref count)."""
     if len(hyp) > len(ref):
         hyp, ref = ref, hyp
     get = ref.get
-    return sum(min(c, get(g, 0)) for g, c in hyp.items())
+    return sum([min(c, get(g, 0)) for g, c in hyp.items()])
 
 
 def _counter_matches(hyp: Sequence[Any], ref: Sequence[Any], order: int) -> list[int]:
@@ -362,8 +479,11 @@ def _counter_matches(hyp: Sequence[Any], ref: Sequence[Any], order: int) -> list
 
 
 # ----------------------------------------------------------------------------------------------------
-# ROUGE
+# ROUGE (rouge_score RougeScorer: rougeN and rougeL, not rougeLsum)
 # ----------------------------------------------------------------------------------------------------
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+_WORD_CHUNK = 1 << 17  # positions per chunk: small arrays stay in cache and reuse freed memory
 
 
 class RougeScore(NamedTuple):
@@ -382,53 +502,56 @@ class RougeArrays(NamedTuple):
     fmeasure: np.ndarray
 
 
-def _lcs_length(a: Sequence[Any], b: Sequence[Any]) -> int:
-    from rapidfuzz.distance import LCSseq
-
-    return int(LCSseq.similarity(a, b))
-
-
-def _ngram_score(hyp: Sequence[str], ref: Sequence[str], n: int) -> RougeScore:
-    """rouge_score._score_ngrams on token lists."""
+def _ngram_score(hyp: Sequence[int], ref: Sequence[int], n: int) -> RougeScore:
+    """rouge_score._score_ngrams on token ids."""
     matched = _clipped(_ngram_counter(hyp, n), _ngram_counter(ref, n))
     precision = matched / max(len(hyp) - n + 1, 1)
     recall = matched / max(len(ref) - n + 1, 1)
     return RougeScore(precision, recall, _fmeasure(precision, recall))
 
 
-def _lcs_score(hyp: Sequence[str], ref: Sequence[str]) -> RougeScore:
-    """rouge_score._score_lcs on token lists."""
+def _lcs_score(hyp: Sequence[int], ref: Sequence[int]) -> RougeScore:
+    """rouge_score._score_lcs on token ids."""
     if not hyp or not ref:
         return RougeScore(0.0, 0.0, 0.0)
-    lcs = _lcs_length(ref, hyp)
+    from rapidfuzz.distance import LCSseq
+
+    lcs = LCSseq.similarity(ref, hyp)
     precision = lcs / len(hyp)
     recall = lcs / len(ref)
     return RougeScore(precision, recall, _fmeasure(precision, recall))
 
 
-def _best_rouge(prediction: Any, reference: Any, score: Callable[[list[str], list[str]], RougeScore],
-                use_stemmer: bool) -> RougeScore:
-    hyp = rouge_tokenize(_text(prediction), use_stemmer)
-    scores = [score(hyp, rouge_tokenize(r, use_stemmer)) for r in _references(reference)]
-    # rouge_score's score_multi: the reference with the highest F-measure (first one on ties).
-    return max(scores, key=lambda s: s.fmeasure) if len(scores) > 1 else scores[0]
+def _best_rouge(
+    prediction: Any, reference: Any, score: Callable[[Sequence[int], Sequence[int]], RougeScore], use_stemmer: bool
+) -> RougeScore:
+    with _LOCK:
+        _reset_large_caches()
+        hyp = _cached_rouge_ids(_text(prediction), use_stemmer)
+        refs = [_cached_rouge_ids(r, use_stemmer) for r in _references(reference)]
+    scores = [score(hyp, r) for r in refs]
+    # rouge_score's score_multi: the reference with the highest F-measure (the first one on ties).
+    return max(scores, key=lambda s: s.fmeasure)
 
 
-def rouge_n(prediction: str | None, reference: str | Sequence[str] | None, n: int = 1,
-            use_stemmer: bool = True) -> RougeScore:
-    """ROUGE-N of one pair, equal to ``RougeScorer([f"rouge{n}"], use_stemmer).score(reference, prediction)``."""
+def rouge_n(
+    prediction: str | None, reference: str | Sequence[str] | None, n: int = 1, use_stemmer: bool = True
+) -> RougeScore:
+    """ROUGE-N of one pair: ``RougeScorer([f"rouge{n}"], use_stemmer).score(reference, prediction)``."""
     if n <= 0:
         raise ValueError(f"rouge_n needs a positive n, got {n}")
     return _best_rouge(prediction, reference, lambda h, r: _ngram_score(h, r, n), use_stemmer)
 
 
-def rouge_l_score(prediction: str | None, reference: str | Sequence[str] | None,
-                  use_stemmer: bool = True) -> RougeScore:
-    """ROUGE-L (sentence-level LCS, rouge_score's ``rougeL``, not ``rougeLsum``) of one pair."""
+def rouge_l_score(
+    prediction: str | None, reference: str | Sequence[str] | None, use_stemmer: bool = True
+) -> RougeScore:
+    """ROUGE-L of one pair (LCS over the whole text: rouge_score's ``rougeL``, not ``rougeLsum``)."""
     return _best_rouge(prediction, reference, _lcs_score, use_stemmer)
 
 
 def _prf(matched: np.ndarray, n_hyp: np.ndarray, n_ref: np.ndarray) -> RougeArrays:
+    """Vectorised precision/recall/fmeasure with rouge_score's float operations."""
     np = _np()
     precision = matched / np.maximum(n_hyp, 1)
     recall = matched / np.maximum(n_ref, 1)
@@ -438,56 +561,61 @@ def _prf(matched: np.ndarray, n_hyp: np.ndarray, n_ref: np.ndarray) -> RougeArra
     return RougeArrays(precision, recall, f)
 
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+def rouge_batch(
+    predictions: Sequence[str | None],
+    references: Sequence[str | None],
+    use_stemmer: bool = True,
+    rouge_types: Sequence[str] = ROUGE_TYPES,
+) -> dict[str, RougeArrays]:
+    """ROUGE of many pairs: for each type (``rouge1``..``rouge9``, ``rougeL``) precision/recall/F arrays.
 
-
-def rouge_batch(predictions: Sequence[str | None], references: Sequence[str | None], use_stemmer: bool = True,
-                rouge_types: Sequence[str] = ROUGE_TYPES) -> dict[str, RougeArrays]:
-    """ROUGE-N (``rougeN`` for any N) and ROUGE-L of many pairs, each as precision/recall/F arrays.
-
-    Equal, pair by pair, to ``RougeScorer(rouge_types, use_stemmer).score(reference, prediction)``.
+    Pair ``i`` equals ``RougeScorer(rouge_types, use_stemmer).score(references[i], predictions[i])``.
     """
     np = _np()
     _check_lengths(predictions, references)
     orders = []
     for t in rouge_types:
         if t != "rougeL" and not re.fullmatch(r"rouge[1-9]", t):
-            raise ValueError(f"unsupported ROUGE type {t!r}; use rouge1..rouge9 or rougeL")
+            raise ValueError(f"unsupported ROUGE type {t!r}: use rouge1..rouge9 or rougeL (rougeLsum is not offered)")
         if t != "rougeL":
             orders.append(int(t[5:]))
-    hyps = _tokenize_all(predictions, partial(rouge_tokenize, use_stemmer=use_stemmer))
-    refs = _tokenize_all(references, partial(rouge_tokenize, use_stemmer=use_stemmer))
-    len_h = np.array([len(h) for h in hyps], dtype=np.int64)
-    len_r = np.array([len(r) for r in refs], dtype=np.int64)
+    with _LOCK:
+        _reset_large_caches()
+        tokenize = _ROUGE_CACHES[use_stemmer].ids
+        hyps = _distinct_ids(predictions, tokenize)
+        refs = _distinct_ids(references, tokenize)
+    len_h = np.fromiter(map(len, hyps), dtype=np.int64, count=len(hyps))
+    len_r = np.fromiter(map(len, refs), dtype=np.int64, count=len(refs))
     result: dict[str, RougeArrays] = {}
-    if orders:
-        matches = _token_matches(hyps, refs, max(orders))
+    if orders and hyps:
+        flat, seg_lens = _flatten(hyps, refs)
+        matches = _packed_matches(flat, seg_lens, max(orders), _WORD_CHUNK)
         for n in orders:
             result[f"rouge{n}"] = _prf(matches[:, n - 1], np.maximum(len_h - n + 1, 0), np.maximum(len_r - n + 1, 0))
+    elif orders:
+        empty = np.zeros(0)
+        result.update({f"rouge{n}": RougeArrays(empty, empty, empty) for n in orders})
     if "rougeL" in rouge_types:
-        lcs = np.array(_lcs_lengths(hyps, refs), dtype=np.int64)
-        empty = (len_h == 0) | (len_r == 0)
-        lcs[empty] = 0
+        from rapidfuzz.distance import LCSseq
+
+        similarity = LCSseq.similarity
+        lcs = np.fromiter(
+            (similarity(r, h) if h and r else 0 for h, r in zip(hyps, refs)), dtype=np.int64, count=len(hyps)
+        )
         result["rougeL"] = _prf(lcs, len_h, len_r)
     return {t: result[t] for t in rouge_types}
 
 
-def _lcs_lengths(hyps: list[list[str]], refs: list[list[str]]) -> list[int]:
-    from rapidfuzz.distance import LCSseq
-
-    sim = LCSseq.similarity
-    return [sim(r, h) for h, r in zip(hyps, refs)]
-
-
 # ----------------------------------------------------------------------------------------------------
-# BLEU (sacrebleu.sentence_bleu defaults: 13a, exp smoothing, effective order, max order 4)
+# BLEU (sacrebleu.sentence_bleu defaults: 13a, exp smoothing, effective order, max n-gram order 4)
 # ----------------------------------------------------------------------------------------------------
 
 _BLEU_ORDER = 4
+_BLEU_CHUNK = 1 << 14  # 4 word ids per key: chunks small enough that their vocabulary fits 14 bits
 
 
 def _bleu_from_stats(correct: Sequence[int], total: Sequence[int], sys_len: int, ref_len: int) -> float:
-    """sacrebleu's BLEU.compute_bleu with smooth_method='exp', effective_order=True (0-100)."""
+    """sacrebleu's BLEU.compute_bleu with smooth_method='exp' and effective_order=True (0-100)."""
     bp = 1.0
     if sys_len < ref_len:
         bp = math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0
@@ -521,23 +649,29 @@ def _closest_ref_len(hyp_len: int, ref_lens: Sequence[int]) -> int:
     return closest_len
 
 
+def _totals(hyp_len: int) -> list[int]:
+    return [max(hyp_len - n + 1, 0) for n in range(1, _BLEU_ORDER + 1)]
+
+
 def sentence_bleu_stats(hypothesis: str | None, references: str | Sequence[str] | None) -> dict[str, Any]:
-    """Sentence BLEU with its statistics: score in [0, 1], unsmoothed n-gram precisions, BP, lengths."""
-    hyp = tokenize_13a(hypothesis)
-    refs = [tokenize_13a(r) for r in _references(references)]
-    hyp_ngrams = [_ngram_counter(hyp, n) for n in range(1, _BLEU_ORDER + 1)]
+    """Sentence BLEU with its evidence: ``score`` in [0, 1], unsmoothed n-gram ``precisions``, ``bp``, lengths.
+
+    Several references are combined as sacrebleu does: each n-gram is clipped by its largest count in
+    any reference, and the brevity penalty uses the reference length closest to the hypothesis length.
+    """
+    with _LOCK:
+        _reset_large_caches()
+        hyp = _cached_13a_ids(_text(hypothesis))
+        refs = [_cached_13a_ids(r) for r in _references(references)]
     correct = [0] * _BLEU_ORDER
-    for n, hc in enumerate(hyp_ngrams, start=1):
-        if len(refs) == 1:
-            correct[n - 1] = _clipped(hc, _ngram_counter(refs[0], n))
-        else:  # sacrebleu clips each n-gram by its largest count over the references
-            merged: Counter[Any] = Counter()
-            for r in refs:
-                for g, c in _ngram_counter(r, n).items():
-                    if c > merged[g]:
-                        merged[g] = c
-            correct[n - 1] = _clipped(hc, merged)
-    total = [max(len(hyp) - n + 1, 0) for n in range(1, _BLEU_ORDER + 1)]
+    for n in range(1, _BLEU_ORDER + 1):
+        ref_counts = _ngram_counter(refs[0], n)
+        for other in refs[1:]:
+            for g, c in _ngram_counter(other, n).items():
+                if c > ref_counts[g]:
+                    ref_counts[g] = c
+        correct[n - 1] = _clipped(_ngram_counter(hyp, n), ref_counts)
+    total = _totals(len(hyp))
     ref_len = _closest_ref_len(len(hyp), [len(r) for r in refs])
     score = _bleu_from_stats(correct, total, len(hyp), ref_len)
     bp = 1.0 if len(hyp) >= ref_len else (math.exp(1 - ref_len / len(hyp)) if hyp else 0.0)
@@ -546,35 +680,39 @@ def sentence_bleu_stats(hypothesis: str | None, references: str | Sequence[str] 
 
 
 def sentence_bleu(hypothesis: str | None, references: str | Sequence[str] | None) -> float:
-    """``sacrebleu.sentence_bleu(hypothesis, [reference]).score / 100``: BLEU of one pair in [0, 1]."""
+    """BLEU of one pair in [0, 1]: ``sacrebleu.sentence_bleu(hypothesis, [reference]).score / 100``."""
     return float(sentence_bleu_stats(hypothesis, references)["score"])
 
 
 def bleu_batch(hypotheses: Sequence[str | None], references: Sequence[str | None]) -> np.ndarray:
-    """Sentence BLEU (in [0, 1]) of many pairs, equal to ``sacrebleu.sentence_bleu(h, [r]).score / 100``."""
+    """Sentence BLEU in [0, 1] of many pairs: ``sacrebleu.sentence_bleu(h, [r]).score / 100`` each."""
     np = _np()
     _check_lengths(hypotheses, references)
-    hyps = _tokenize_all(hypotheses, tokenize_13a)
-    refs = _tokenize_all(references, tokenize_13a)
-    matches = _token_matches(hyps, refs, _BLEU_ORDER).tolist()
-    out = np.empty(len(hyps), dtype=np.float64)
-    for i, (h, r, correct) in enumerate(zip(hyps, refs, matches)):
-        lh = len(h)
-        total = [lh, lh - 1 if lh > 1 else 0, lh - 2 if lh > 2 else 0, lh - 3 if lh > 3 else 0]
-        out[i] = _bleu_from_stats(correct, total, lh, len(r)) / 100
+    with _LOCK:
+        _reset_large_caches()
+        hyps = _batch_13a_ids(hypotheses)
+        refs = _batch_13a_ids(references)
+    out = np.zeros(len(hyps), dtype=np.float64)
+    if not hyps:
+        return out
+    flat, seg_lens = _flatten(hyps, refs)
+    matches = _packed_matches(flat, seg_lens, _BLEU_ORDER, _BLEU_CHUNK).tolist()
+    for i, (lh, lr, correct) in enumerate(zip(seg_lens[0::2].tolist(), seg_lens[1::2].tolist(), matches)):
+        out[i] = _bleu_from_stats(correct, _totals(lh), lh, lr) / 100
     return out
 
 
 # ----------------------------------------------------------------------------------------------------
-# chrF (sacrebleu.sentence_chrf defaults: char order 6, word order 0, beta 2, whitespace removed)
+# chrF (sacrebleu.sentence_chrf defaults: character order 6, word order 0, beta 2, whitespace removed)
 # ----------------------------------------------------------------------------------------------------
 
 _CHRF_ORDER = 6
 _CHRF_BETA = 2
+_CHAR_CHUNK = 1 << 17
 
 
 def _chrf_from_stats(stats: Sequence[int]) -> float:
-    """sacrebleu CHRF._compute_f_score without eps smoothing (0-100); stats are [hyp, ref, match] * order."""
+    """sacrebleu's CHRF._compute_f_score without eps smoothing (0-100); stats: [hyp, ref, match] * order."""
     factor = _CHRF_BETA**2
     avg_prec, avg_rec = 0.0, 0.0
     effective_order = 0
@@ -595,121 +733,78 @@ def _chrf_from_stats(stats: Sequence[int]) -> float:
     return 0.0
 
 
-def _char_stats(hyp: str, ref: str) -> list[int]:
-    """sacrebleu's [hyp count, ref count, matches] per character order, with Counters (one pair)."""
-    stats: list[int] = []
-    for n in range(1, _CHRF_ORDER + 1):
-        h = Counter([hyp[i : i + n] for i in range(len(hyp) - n + 1)])
-        r = Counter([ref[i : i + n] for i in range(len(ref) - n + 1)])
-        n_ref = max(len(ref) - n + 1, 0)
-        stats += [max(len(hyp) - n + 1, 0) if n_ref else 0, n_ref, _clipped(h, r)]
-    return stats
-
-
-def sentence_chrf(hypothesis: str | None, references: str | Sequence[str] | None) -> float:
-    """``sacrebleu.sentence_chrf(hypothesis, [reference]).score / 100``: chrF2 of one pair in [0, 1]."""
-    hyp = "".join(_text(hypothesis).split())
-    best_f, best = -1.0, 0.0
-    for ref in _references(references):
-        f = _chrf_from_stats(_char_stats(hyp, "".join(ref.split())))
-        if f > best_f:  # sacrebleu keeps the reference with the best F score
-            best_f, best = f, f
-    return best / 100
+def _chrf_stats(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """sacrebleu's chrF statistics [hyp count, ref count, matches] per character order, one row per pair."""
+    np = _np()
+    texts: list[str] = []
+    for h, r in zip(hypotheses, references):
+        texts += ("".join(h.split()), "".join(r.split()))
+    seg_lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    n_pairs = len(hypotheses)
+    codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    flat = np.zeros(codes.size + seg_lens.size, dtype=np.int64)  # a 0 after each segment
+    flat[np.arange(codes.size) + np.repeat(np.arange(seg_lens.size), seg_lens)] = codes.astype(np.int64) + 1
+    matches = _packed_matches(flat, seg_lens, _CHRF_ORDER, _CHAR_CHUNK) if n_pairs else np.zeros((0, _CHRF_ORDER))
+    orders = np.arange(1, _CHRF_ORDER + 1)
+    n_hyp = np.maximum(seg_lens[0::2, None] - orders + 1, 0)
+    n_ref = np.maximum(seg_lens[1::2, None] - orders + 1, 0)
+    n_hyp = np.where(n_ref > 0, n_hyp, 0)  # sacrebleu: no hypothesis count when the reference has none
+    return np.stack([n_hyp, n_ref, matches.astype(np.int64)], axis=2).reshape(n_pairs, 3 * _CHRF_ORDER)
 
 
 def _chrf_scores(stats: np.ndarray) -> np.ndarray:
-    """Vectorised ``_chrf_from_stats`` (same float operations in the same order), 0-100."""
+    """Vectorised ``_chrf_from_stats``: the same float operations in the same order (0-100)."""
     np = _np()
-    n_rows = stats.shape[0]
     factor = float(_CHRF_BETA**2)
-    avg_prec = np.zeros(n_rows)
-    avg_rec = np.zeros(n_rows)
-    eff = np.zeros(n_rows, dtype=np.int64)
+    avg_prec = np.zeros(stats.shape[0])
+    avg_rec = np.zeros(stats.shape[0])
+    effective = np.zeros(stats.shape[0], dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         for i in range(_CHRF_ORDER):
             n_hyp, n_ref, n_match = stats[:, 3 * i], stats[:, 3 * i + 1], stats[:, 3 * i + 2]
             ok = (n_hyp > 0) & (n_ref > 0)
             avg_prec = np.where(ok, avg_prec + n_match / n_hyp, avg_prec)
             avg_rec = np.where(ok, avg_rec + n_match / n_ref, avg_rec)
-            eff += ok
-        avg_prec = avg_prec / eff
-        avg_rec = avg_rec / eff
+            effective += ok
+        avg_prec = avg_prec / effective
+        avg_rec = avg_rec / effective
         score = (1 + factor) * avg_prec * avg_rec
         score = score / ((factor * avg_prec) + avg_rec)
         score = 100 * score
-    return np.where((eff > 0) & (avg_prec + avg_rec != 0), score, 0.0)
+    return np.where((effective > 0) & (avg_prec + avg_rec != 0), score, 0.0)
+
+
+def sentence_chrf(hypothesis: str | None, references: str | Sequence[str] | None) -> float:
+    """chrF2 of one pair in [0, 1]: ``sacrebleu.sentence_chrf(hypothesis, [reference]).score / 100``.
+
+    With several references, sacrebleu keeps the one with the best score (the first one on ties).
+    """
+    refs = _references(references)
+    stats = _chrf_stats([_text(hypothesis)] * len(refs), refs)
+    return max(_chrf_from_stats(row) for row in stats.tolist()) / 100
 
 
 def chrf_batch(hypotheses: Sequence[str | None], references: Sequence[str | None]) -> np.ndarray:
-    """chrF2 (in [0, 1]) of many pairs, equal to ``sacrebleu.sentence_chrf(h, [r]).score / 100``."""
-    np = _np()
+    """chrF2 in [0, 1] of many pairs: ``sacrebleu.sentence_chrf(h, [r]).score / 100`` each."""
     _check_lengths(hypotheses, references)
-    texts: list[str] = []
-    for h, r in zip(_as_texts(hypotheses), _as_texts(references)):
-        texts.append("".join(h.split()))
-        texts.append("".join(r.split()))
-    lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    n_pairs = len(texts) // 2
-    matches = np.zeros((n_pairs, _CHRF_ORDER), dtype=np.int64)
-    start = 0
-    while start < n_pairs:
-        stop = start
-        size = 0
-        while stop < n_pairs and (size < _MAX_CHUNK_POSITIONS or stop == start):
-            size += int(lens[2 * stop] + lens[2 * stop + 1])
-            stop += 1
-        _char_matches_chunk(texts, lens, start, stop, matches)
-        start = stop
-    orders = np.arange(1, _CHRF_ORDER + 1)
-    n_hyp = np.maximum(lens[0::2, None] - orders + 1, 0)
-    n_ref = np.maximum(lens[1::2, None] - orders + 1, 0)
-    n_hyp = np.where(n_ref > 0, n_hyp, 0)  # sacrebleu: no hypothesis count when the reference has none
-    stats = np.stack([n_hyp, n_ref, matches], axis=2).reshape(n_pairs, 3 * _CHRF_ORDER)
+    stats = _chrf_stats([_text(h) for h in hypotheses], [_text(r) for r in references])
     return _chrf_scores(stats) / 100
 
 
-def _char_matches_chunk(texts: list[str], lens: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:
-    """Character n-gram matches of pairs start..stop-1 into ``out``; splits chunks with large alphabets."""
-    np = _np()
-    seg_lens = lens[2 * start : 2 * stop]
-    joined = "".join(texts[2 * start : 2 * stop])
-    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-    if codes.size == 0:
-        return
-    present = np.zeros(int(codes.max()) + 1, dtype=bool)
-    present[codes] = True
-    alphabet = int(present.sum())
-    bits = alphabet.bit_length()  # ids 1..alphabet, 0 is the separator
-    if not _key_bits_ok(_CHRF_ORDER, bits, stop - start):
-        if stop - start > 1:
-            mid = (start + stop) // 2
-            _char_matches_chunk(texts, lens, start, mid, out)
-            _char_matches_chunk(texts, lens, mid, stop, out)
-        else:  # a single pair with thousands of distinct characters
-            stats = _char_stats(texts[2 * start], texts[2 * start + 1])
-            out[start] = stats[2::3]
-        return
-    lut = np.cumsum(present, dtype=np.uint64)
-    ids = np.zeros(codes.size + seg_lens.size, dtype=np.uint64)
-    seg_index = np.repeat(np.arange(seg_lens.size), seg_lens)
-    ids[np.arange(codes.size) + seg_index] = lut[codes]
-    out[start:stop] = _ngram_matches(ids, seg_lens, _CHRF_ORDER, bits)
-
-
 # ----------------------------------------------------------------------------------------------------
-# Edit similarity
+# Edit similarity (rapidfuzz)
 # ----------------------------------------------------------------------------------------------------
 
 
 def edit_similarity_score(a: str | None, b: str | None) -> float:
-    """rapidfuzz ``Levenshtein.normalized_similarity``: 1 - distance / max(len), 1.0 for two empty strings."""
+    """``rapidfuzz.distance.Levenshtein.normalized_similarity``: 1 - distance / max length (1.0 if both empty)."""
     from rapidfuzz.distance import Levenshtein
 
     return float(Levenshtein.normalized_similarity(_text(a), _text(b)))
 
 
 def edit_similarity_batch(a: Sequence[str | None], b: Sequence[str | None], workers: int = 1) -> np.ndarray:
-    """Pairwise normalized Levenshtein similarity of many pairs (rapidfuzz ``cpdist``; ``workers=-1``: all cores)."""
+    """Normalized Levenshtein similarity of many pairs (rapidfuzz ``cpdist``; ``workers=-1`` uses all cores)."""
     np = _np()
     from rapidfuzz import process
     from rapidfuzz.distance import Levenshtein
@@ -717,10 +812,14 @@ def edit_similarity_batch(a: Sequence[str | None], b: Sequence[str | None], work
     _check_lengths(a, b)
     if len(a) == 0:
         return np.zeros(0)
-    return np.asarray(
-        process.cpdist(_as_texts(a), _as_texts(b), scorer=Levenshtein.normalized_similarity, workers=workers, dtype=np.float64),
+    scores = process.cpdist(
+        [_text(x) for x in a],
+        [_text(x) for x in b],
+        scorer=Levenshtein.normalized_similarity,
+        workers=workers,
         dtype=np.float64,
     )
+    return np.asarray(scores, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -728,32 +827,27 @@ def edit_similarity_batch(a: Sequence[str | None], b: Sequence[str | None], work
 # ----------------------------------------------------------------------------------------------------
 
 
-def rouge1(output: str, expected: Any, use_stemmer: bool = True) -> Score | None:
-    """ROUGE-1 F-measure (unigram overlap) against the expected text; precision/recall in the detail."""
-    if expected is None:
-        return None
-    s = rouge_n(output, expected, 1, use_stemmer)
+def _rouge_result(s: RougeScore) -> Score:
     return Score(s.fmeasure, {"precision": s.precision, "recall": s.recall, "fmeasure": s.fmeasure})
+
+
+def rouge1(output: str, expected: Any, use_stemmer: bool = True) -> Score | None:
+    """ROUGE-1 F-measure (unigram overlap, as rouge_score); precision and recall in the detail."""
+    return None if expected is None else _rouge_result(rouge_n(output, expected, 1, use_stemmer))
 
 
 def rouge2(output: str, expected: Any, use_stemmer: bool = True) -> Score | None:
-    """ROUGE-2 F-measure (bigram overlap) against the expected text; precision/recall in the detail."""
-    if expected is None:
-        return None
-    s = rouge_n(output, expected, 2, use_stemmer)
-    return Score(s.fmeasure, {"precision": s.precision, "recall": s.recall, "fmeasure": s.fmeasure})
+    """ROUGE-2 F-measure (bigram overlap, as rouge_score); precision and recall in the detail."""
+    return None if expected is None else _rouge_result(rouge_n(output, expected, 2, use_stemmer))
 
 
 def rouge_l(output: str, expected: Any, use_stemmer: bool = True) -> Score | None:
-    """ROUGE-L F-measure (longest common subsequence of tokens); precision/recall in the detail."""
-    if expected is None:
-        return None
-    s = rouge_l_score(output, expected, use_stemmer)
-    return Score(s.fmeasure, {"precision": s.precision, "recall": s.recall, "fmeasure": s.fmeasure})
+    """ROUGE-L F-measure (longest common token subsequence, rouge_score's rougeL); P/R in the detail."""
+    return None if expected is None else _rouge_result(rouge_l_score(output, expected, use_stemmer))
 
 
 def bleu(output: str, expected: Any) -> Score | None:
-    """Sentence BLEU in [0, 1] (sacrebleu's score / 100: 13a tokens, exp smoothing, effective order)."""
+    """Sentence BLEU in [0, 1]: sacrebleu's sentence_bleu / 100 (13a tokens, exp smoothing)."""
     if expected is None:
         return None
     stats = sentence_bleu_stats(output, expected)
@@ -761,22 +855,34 @@ def bleu(output: str, expected: Any) -> Score | None:
 
 
 def chrf(output: str, expected: Any) -> float | None:
-    """chrF2 in [0, 1] (sacrebleu's sentence chrF / 100: character 6-grams, beta 2)."""
-    if expected is None:
-        return None
-    return sentence_chrf(output, expected)
+    """chrF2 in [0, 1]: sacrebleu's sentence_chrf / 100 (character 1-6-grams, recall weighted)."""
+    return None if expected is None else sentence_chrf(output, expected)
 
 
 def edit_similarity(output: str, expected: Any) -> float | None:
-    """Normalized Levenshtein similarity in [0, 1] (1 = identical); best over several expected values."""
+    """Normalized Levenshtein similarity in [0, 1] (1 = identical); the best over several expected values."""
     if expected is None:
         return None
     return max(edit_similarity_score(output, e) for e in _references(expected))
 
 
-register(rouge1, "rouge1", version="1")
-register(rouge2, "rouge2", version="1")
-register(rouge_l, "rouge_l", version="1")
-register(bleu, "bleu", version="1")
-register(chrf, "chrf", version="1")
-register(edit_similarity, "edit_similarity", version="1")
+register(rouge1, "rouge1")
+register(rouge2, "rouge2")
+register(rouge_l, "rouge_l")
+register(bleu, "bleu")
+register(chrf, "chrf")
+register(edit_similarity, "edit_similarity")
+
+
+def embedding_cosine(output: str, expected: Any, embedder: str = "local") -> float | None:
+    """Cosine similarity of output and expected embeddings (workspace embedder; best over several expected)."""
+    if expected is None:
+        return None
+    from workbench.embeddings import get_embedder
+
+    refs = list(_references(expected))
+    vectors = get_embedder(embedder).embed([output or "", *refs])  # rows are L2-normalised
+    return float(max(vectors[1:] @ vectors[0]))
+
+
+register(embedding_cosine, "embedding_cosine")
