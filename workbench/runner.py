@@ -799,10 +799,10 @@ class _Executor:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(self.cells), desc=f"run {run_id}", unit="cell", leave=True, mininterval=0.5)
-        self.store.set_run_status(run_id, "running")
         status = "completed"
         try:
-            cache = await asyncio.to_thread(self.store.lookup_responses, list({c.key for c in self.cells}))
+            keys = list({c.key for c in self.cells})
+            cache = await asyncio.to_thread(self.store.start_execution, run_id, keys)
             judge_models = sorted({m.judge.model for m in self.metrics if m.judge is not None})
             if judge_models:
                 judge_cache = await asyncio.to_thread(self.store.responses_for_models, judge_models)
@@ -819,8 +819,8 @@ class _Executor:
                     hits.append((cell, hit))
                 else:  # fast path: a cached cell with only cheap metrics needs no task at all
                     self._record(cell, hit, True, self._score_sync(cell, hit))
-            if len(self.buffer_cells) > FLUSH_CELLS:
-                await asyncio.to_thread(self.flush)
+                    if len(self.buffer_cells) >= FLUSH_CELLS:  # bounded batches keep memory flat
+                        await asyncio.to_thread(self.flush)
             if groups or hits:
                 stop = asyncio.Event()
                 flusher = asyncio.create_task(self._flusher(stop, bar))
@@ -845,27 +845,26 @@ class _Executor:
         finally:
             s.model_calls = self.gateway.stats.calls
             s.retries = self.gateway.stats.retries
+            with self.lock:
+                batch = (self.buffer_cells, self.buffer_scores, self.buffer_responses, self.buffer_judgements)
+                self.buffer_cells, self.buffer_scores, self.buffer_responses, self.buffer_judgements = [], [], [], []
+            # the last batch and the final status in one transaction: one connection, never half-written
+            stored, n_cells, status = self.store.finish_run(run_id, status, *batch, replace=self.replace)
             s.seconds = time.perf_counter() - started
-            self.flush()
             self._postfix(bar)
             if bar is not None:
                 bar.close()
-            stored = self.store.stored_cells(run_id)
-            n_cells = self.store.get_run(run_id)["n_cells"]
-            if status == "completed" and len(stored) < n_cells:
-                status = "incomplete"
-            self.store.set_run_status(run_id, status, finished=status == "completed")
             s.status = status
             self.run.last = s
         if status == "interrupted":
             warnings.warn(
-                f"run {run_id} interrupted: {len(stored)}/{n_cells} cells stored. Resume it with run.resume() "
+                f"run {run_id} interrupted: {stored}/{n_cells} cells stored. Resume it with run.resume() "
                 f"or `llmops resume {run_id}`.",
                 stacklevel=2,
             )
         if self.fatal is not None:
             raise ModelFatalError(
-                f"{self.fatal} Run {run_id} stopped: {len(stored)}/{n_cells} cells stored; after fixing it, "
+                f"{self.fatal} Run {run_id} stopped: {stored}/{n_cells} cells stored; after fixing it, "
                 f"`llmops resume {run_id}` (or run.resume()) runs only the missing cells."
             ) from self.fatal
 

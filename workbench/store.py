@@ -598,6 +598,48 @@ class Store:
             ).fetchall()
         return {r[0]: r[1:] for r in rows}
 
+    def start_execution(self, run_id: str, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """Mark a run running and fetch the cached responses for its request keys, in one connection."""
+        import pyarrow as pa
+
+        with self.connect() as con:
+            con.execute("UPDATE runs SET status='running' WHERE run_id=$1", [run_id])
+            if not keys:
+                return {}
+            con.register("_keys", pa.table({"k": pa.array(list(keys), pa.string())}))
+            rows = con.execute(
+                "SELECT request_key, output, prompt_tokens, completion_tokens, cost, latency_ms "
+                "FROM responses JOIN _keys ON request_key = k"
+            ).fetchall()
+            con.unregister("_keys")
+        return {r[0]: r[1:] for r in rows}
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        cells: list[dict[str, Any]],
+        scores: list[dict[str, Any]],
+        responses: list[dict[str, Any]],
+        judgements: list[dict[str, Any]],
+        replace: bool = False,
+    ) -> tuple[int, int, str]:
+        """Write the last batch and set the final status together; returns (stored, n_cells, status)."""
+        with self.transaction() as con:
+            self._write(con, run_id, cells, scores, responses, replace, judgements)
+            stored, n_cells = _first(
+                con.execute(
+                    "SELECT (SELECT count(*) FROM cells WHERE run_id=$1), n_cells FROM runs WHERE run_id=$1", [run_id]
+                )
+            )
+            if status == "completed" and stored < n_cells:
+                status = "incomplete"
+            con.execute(
+                "UPDATE runs SET status=$2, finished_at=CASE WHEN $3 THEN now() ELSE finished_at END WHERE run_id=$1",
+                [run_id, status, status == "completed"],
+            )
+        return int(stored), int(n_cells), status
+
     def write_batch(
         self,
         run_id: str,
@@ -607,64 +649,76 @@ class Store:
         replace: bool = False,
         judgements: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Store finished cells, their scores and new cache entries in one transaction."""
+        """Store finished cells, their scores, judge calls and new cache entries in one transaction."""
         if not cells and not responses and not judgements:
             return
+        with self.transaction() as con:
+            self._write(con, run_id, cells, scores, responses, replace, judgements)
+
+    @staticmethod
+    def _write(
+        con: duckdb.DuckDBPyConnection,
+        run_id: str,
+        cells: list[dict[str, Any]],
+        scores: list[dict[str, Any]],
+        responses: list[dict[str, Any]],
+        replace: bool,
+        judgements: list[dict[str, Any]] | None,
+    ) -> None:
         import pyarrow as pa
 
-        with self.transaction() as con:
-            if responses:
-                con.register("_resp", pa.Table.from_pylist(responses, schema=_RESPONSE_SCHEMA()))
+        if responses:
+            con.register("_resp", pa.Table.from_pylist(responses, schema=_RESPONSE_SCHEMA()))
+            con.execute(
+                "INSERT INTO responses (request_key, model, output, prompt_tokens, completion_tokens, cost, "
+                "latency_ms) SELECT request_key, model, output, prompt_tokens, completion_tokens, cost, "
+                "latency_ms FROM _resp ON CONFLICT DO NOTHING"
+            )
+            con.unregister("_resp")
+        if cells:
+            con.register("_cells", pa.Table.from_pylist(cells, schema=_CELL_SCHEMA()))
+            if replace:
                 con.execute(
-                    "INSERT INTO responses (request_key, model, output, prompt_tokens, completion_tokens, cost, "
-                    "latency_ms) SELECT request_key, model, output, prompt_tokens, completion_tokens, cost, "
-                    "latency_ms FROM _resp ON CONFLICT DO NOTHING"
-                )
-                con.unregister("_resp")
-            if cells:
-                con.register("_cells", pa.Table.from_pylist(cells, schema=_CELL_SCHEMA()))
-                if replace:
-                    con.execute(
-                        "DELETE FROM scores WHERE run_id=$1 AND (case_id, variant, repeat) IN "
-                        "(SELECT (case_id, variant, repeat) FROM _cells)",
-                        [run_id],
-                    )
-                    con.execute(
-                        "DELETE FROM cells WHERE run_id=$1 AND (case_id, variant, repeat) IN "
-                        "(SELECT (case_id, variant, repeat) FROM _cells)",
-                        [run_id],
-                    )
-                con.execute(
-                    "INSERT INTO cells (run_id, case_id, variant, repeat, request_key, messages, output, error, "
-                    "error_kind, latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved) "
-                    "SELECT $1, case_id, variant, repeat, request_key, messages, output, error, error_kind, "
-                    "latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved FROM _cells "
-                    "ON CONFLICT DO NOTHING",
+                    "DELETE FROM scores WHERE run_id=$1 AND (case_id, variant, repeat) IN "
+                    "(SELECT (case_id, variant, repeat) FROM _cells)",
                     [run_id],
                 )
-                con.unregister("_cells")
-            if scores:
-                con.register("_scores", pa.Table.from_pylist(scores, schema=_SCORE_SCHEMA()))
                 con.execute(
-                    "INSERT INTO scores SELECT $1, case_id, variant, repeat, metric, value, detail, error "
-                    "FROM _scores ON CONFLICT DO NOTHING",
+                    "DELETE FROM cells WHERE run_id=$1 AND (case_id, variant, repeat) IN "
+                    "(SELECT (case_id, variant, repeat) FROM _cells)",
                     [run_id],
                 )
-                con.unregister("_scores")
-            if judgements:
-                con.register("_judge", pa.Table.from_pylist(judgements, schema=_JUDGEMENT_SCHEMA()))
-                if replace:
-                    con.execute(
-                        "DELETE FROM judgements WHERE run_id=$1 AND (case_id, variant, repeat) IN "
-                        "(SELECT (case_id, variant, repeat) FROM _judge)",
-                        [run_id],
-                    )
+            con.execute(
+                "INSERT INTO cells (run_id, case_id, variant, repeat, request_key, messages, output, error, "
+                "error_kind, latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved) "
+                "SELECT $1, case_id, variant, repeat, request_key, messages, output, error, error_kind, "
+                "latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved FROM _cells "
+                "ON CONFLICT DO NOTHING",
+                [run_id],
+            )
+            con.unregister("_cells")
+        if scores:
+            con.register("_scores", pa.Table.from_pylist(scores, schema=_SCORE_SCHEMA()))
+            con.execute(
+                "INSERT INTO scores SELECT $1, case_id, variant, repeat, metric, value, detail, error "
+                "FROM _scores ON CONFLICT DO NOTHING",
+                [run_id],
+            )
+            con.unregister("_scores")
+        if judgements:
+            con.register("_judge", pa.Table.from_pylist(judgements, schema=_JUDGEMENT_SCHEMA()))
+            if replace:
                 con.execute(
-                    "INSERT INTO judgements SELECT $1, case_id, variant, repeat, metric, seq, tag, model, request_key, "
-                    "messages, response, cached FROM _judge ON CONFLICT DO NOTHING",
+                    "DELETE FROM judgements WHERE run_id=$1 AND (case_id, variant, repeat) IN "
+                    "(SELECT (case_id, variant, repeat) FROM _judge)",
                     [run_id],
                 )
-                con.unregister("_judge")
+            con.execute(
+                "INSERT INTO judgements SELECT $1, case_id, variant, repeat, metric, seq, tag, model, request_key, "
+                "messages, response, cached FROM _judge ON CONFLICT DO NOTHING",
+                [run_id],
+            )
+            con.unregister("_judge")
 
     # -- corpora -----------------------------------------------------------------------------
 
