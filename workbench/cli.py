@@ -188,6 +188,33 @@ def cmd_winner(args: argparse.Namespace) -> int:
     return 0 if decision.winner is not None else EXIT_RUN_FAILED
 
 
+def cmd_retrieval_eval(args: argparse.Namespace) -> int:
+    import yaml
+
+    from workbench.errors import SpecError
+    from workbench.spec import RetrievalEvalSpec
+
+    path = Path(args.spec)
+    if not path.exists():
+        raise SpecError(f"spec file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    spec = RetrievalEvalSpec.from_data(data, str(path))
+    ws = _workspace(args)
+    base = path.resolve().parent
+    d = spec.dataset
+    source = Path(d.path) if d.path and Path(d.path).is_absolute() else (base / d.path if d.path else None)
+    ds = ws.add_dataset(d.name, source, id=d.id, fmt=d.format) if source else ws.dataset(d.name, d.version)
+    board = ws.retrieval_eval(ds, spec.retrievers, question=spec.question, gold=spec.gold, k=spec.k, base=base)
+    if args.json:
+        _print_json(json.loads(board.to_json(orient="records")))
+    else:
+        _print_table(board)
+    return 0
+
+
 def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The full command tree; the magics pass a parser class that raises instead of exiting."""
     common = parser_class(add_help=False)
@@ -207,8 +234,11 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
         help="run an experiment spec (YAML)",
         description="Run every cell of an experiment spec; identical requests are answered from the cache.",
     )
-    p.add_argument("spec", nargs="?" if parser_class is not argparse.ArgumentParser else None,
-                   help="path of the YAML spec (in %%%%llmops run, the cell body may hold the YAML instead)")
+    p.add_argument(
+        "spec",
+        nargs="?" if parser_class is not argparse.ArgumentParser else None,
+        help="path of the YAML spec (in %%%%llmops run, the cell body may hold the YAML instead)",
+    )
     p.add_argument("--dry-run", action="store_true", help="check the spec and render all prompts; no model call")
     p.set_defaults(func=cmd_run)
 
@@ -295,6 +325,16 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
         help="upper bound, e.g. latency_p95_ms=2000 or cost_per_1k=5 (repeatable)",
     )
     p.set_defaults(func=cmd_winner)
+
+    p = sub.add_parser(
+        "retrieval-eval",
+        parents=[common],
+        help="evaluate retrievers alone, no model call",
+        description="Leaderboard of retrieval configs (hit@k, recall@k, MRR, nDCG@k, build and "
+        "query time) on a dataset with gold document ids; makes no model call.",
+    )
+    p.add_argument("spec", help="YAML with dataset, retrievers and (optionally) metrics naming the gold column")
+    p.set_defaults(func=cmd_retrieval_eval)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub, common, progress)

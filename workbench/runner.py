@@ -163,7 +163,9 @@ class Experiment:
                     "prompt": v.prompt.record(),
                     "model": v.model.record()["config"]
                     | {"name": v.model.name, "max_retries": v.model.max_retries, "retry_base": v.model.retry_base},
-                    "retriever": v.retriever.model_dump(mode="json") if v.retriever is not None else None,
+                    "retriever": v.retriever.model_dump(mode="json", by_alias=True)
+                    if v.retriever is not None
+                    else None,
                 }
                 for v in self.variants
             ],
@@ -197,9 +199,9 @@ class Experiment:
             )
             retriever = None
             if v.get("retriever"):
-                from workbench.retrieval import RetrievalConfig
+                from workbench.retrieval.config import RetrievalConfig
 
-                retriever = RetrievalConfig.model_validate(v["retriever"])
+                retriever = RetrievalConfig.parse(v["retriever"], where=f"run record, variant {v['name']!r}")
             variants.append(
                 Variant(v["name"], Prompt(p["name"], p["user"], p["system"], tuple(p["few_shot"])), model, retriever)
             )
@@ -267,12 +269,15 @@ class Experiment:
 
     def _retrieve(self, cases: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
         out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        by_config: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for v in self.variants:
             if v.retriever is None:
                 continue
-            from workbench.retrieval import retrieve_for_cases
+            from workbench.retrieval.grid import retrieve_for_cases
 
-            for case_id, hits in retrieve_for_cases(self.store, v.retriever, cases).items():
+            if v.retriever.hash not in by_config:  # variants sharing a retriever search once
+                by_config[v.retriever.hash] = retrieve_for_cases(self.store, v.retriever, cases)
+            for case_id, hits in by_config[v.retriever.hash].items():
                 out[(v.name, case_id)] = hits
         return out
 

@@ -147,3 +147,48 @@ def load(path: str | Path) -> tuple[ExperimentSpec, Path]:
     except UnicodeDecodeError as exc:
         raise SpecError(f"{p}: not UTF-8 text ({exc})") from exc
     return parse(data, str(p)), p.resolve().parent
+
+
+class RetrievalEvalSpec(_Strict):
+    """``llmops retrieval-eval``: a dataset, retrievers, and where the question and gold ids are.
+
+    The gold column comes from ``gold:`` or from the first retrieval metric's ``gold`` option, so the
+    same spec serves ``llmops run`` (with prompts and models) and ``llmops retrieval-eval``.
+    """
+
+    dataset: DatasetSpec
+    retrievers: list[dict[str, Any]] = Field(min_length=1)
+    metrics: list[MetricSpec | str] = Field(default_factory=list)
+    question: str = "question"
+    gold: str | None = None
+    k: int | None = Field(None, ge=1)
+    prompts: list[PromptSpec] = Field(default_factory=list)
+    models: list[ModelSpec] = Field(default_factory=list)
+    variants: list[VariantSpec] | None = None
+    concurrency: int = 8
+    repeats: int = 1
+    name: str | None = None
+
+    @classmethod
+    def from_data(cls, data: Any, source: str) -> RetrievalEvalSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: the spec must be a mapping with keys dataset, retrievers, ...")
+        try:
+            spec = cls.model_validate(data)
+        except ValidationError as exc:
+            lines = [
+                f"{_loc(e['loc'])}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+                for e in exc.errors()
+            ]
+            raise SpecError(f"{source}: {len(lines)} problem(s):\n  " + "\n  ".join(lines)) from None
+        if spec.gold is None:
+            for m in spec.metrics:
+                if isinstance(m, MetricSpec) and "gold" in m.options():
+                    spec.gold = str(m.options()["gold"])
+                    break
+        if spec.gold is None:
+            raise SpecError(
+                f"{source}: say which column holds the gold document ids: `gold: <column>` or a metric "
+                "like {name: recall_at_k, gold: gold_doc}"
+            )
+        return spec

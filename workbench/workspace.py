@@ -90,6 +90,56 @@ class Workspace:
     def prompts(self) -> pd.DataFrame:
         return self.store.list_prompts()
 
+    # -- retrieval -----------------------------------------------------------------------------
+
+    def add_corpus(self, name: str, data: Any, *, id: str = "id", text: str = "text") -> Any:
+        """Store a retrieval corpus version from a DataFrame, records, or a .jsonl/.txt/.md file or folder."""
+        from workbench.retrieval.corpus import Corpus
+        from workbench.retrieval.grid import register_corpus
+
+        if isinstance(data, Corpus):
+            corpus = data
+        elif isinstance(data, (str, os.PathLike)):
+            corpus = Corpus.from_path(data, id_field=id, text_field=text)
+        elif isinstance(data, list):
+            corpus = Corpus.from_records(data, id_field=id, text_field=text)
+        else:
+            corpus = Corpus.from_dataframe(data, id_col=id, text_col=text)
+        register_corpus(self.store, corpus, name)
+        return corpus
+
+    def corpus(self, name: str, version: int | None = None) -> Any:
+        """A stored corpus (latest version by default)."""
+        from workbench.retrieval.grid import load_corpus
+
+        return load_corpus(self.store, name, version)
+
+    def corpora(self) -> pd.DataFrame:
+        return self.store.list_corpora()
+
+    def retrieval_eval(
+        self,
+        dataset: Dataset | str | Any,
+        configs: Sequence[Any],
+        *,
+        question: str = "question",
+        gold: str = "gold",
+        k: int | None = None,
+        corpus: Any = None,
+        base: Path | None = None,
+    ) -> pd.DataFrame:
+        """Evaluate retrieval configs with no model call: hit@k, recall@k, MRR, nDCG@k, build and query time."""
+        from workbench.retrieval.grid import evaluate, parse_retrievers
+
+        if isinstance(dataset, str):
+            dataset = self.dataset(dataset)
+        cases = [row for _, row in dataset.cases()] if isinstance(dataset, Dataset) else dataset
+        if isinstance(corpus, str):
+            corpus = self.corpus(corpus)
+        return evaluate(
+            self.store, cases, parse_retrievers(configs, base), question=question, gold=gold, k=k, corpus=corpus
+        )
+
     # -- experiments ---------------------------------------------------------------------------
 
     def experiment(
@@ -160,8 +210,9 @@ class Workspace:
         base = base or Path.cwd()
         d = parsed.dataset
         if d.path and d.version is not None:
-            raise SpecError("dataset: give either `path` (load and version the file) or `version` (a stored one), "
-                            "not both")
+            raise SpecError(
+                "dataset: give either `path` (load and version the file) or `version` (a stored one), not both"
+            )
         if d.path:
             path = Path(d.path) if Path(d.path).is_absolute() else base / d.path
             ds = self.add_dataset(d.name, path, id=d.id, inputs=d.inputs, dedupe=d.dedupe, fmt=d.format)
@@ -183,7 +234,7 @@ class Workspace:
         ]
         retrievers = []
         if parsed.retrievers:
-            from workbench.retrieval import parse_retrievers
+            from workbench.retrieval.grid import parse_retrievers
 
             retrievers = parse_retrievers(parsed.retrievers, base)
         metrics: list[Any] = []
