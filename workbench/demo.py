@@ -23,23 +23,38 @@ def data_path() -> Path:
 
 
 def demo_spec() -> dict[str, Any]:
-    """The demo as a spec dict: the same shape users write in YAML."""
+    """The demo as a spec dict: the same shape users write in YAML.
+
+    Three variants: the gold abstract pasted in (an upper bound), retrieval over all 200 abstracts
+    (hybrid dense + BM25, 128-token chunks: what a RAG system would see), and the question alone.
+    """
+    data = str(data_path())
     return {
         "name": "demo",
-        "dataset": {"name": DATASET, "path": str(data_path()), "id": "pmid"},
+        "dataset": {"name": DATASET, "path": data, "id": "pmid"},
         "prompts": [
-            {
-                "name": "with-context",
-                "system": "Answer the biomedical question from the abstract.",
-                "user": "Context: {{ context }}\nQuestion: {{ question }}",
-            },
+            {"name": "gold-context", "system": "Answer the biomedical question from the abstract.",
+             "user": "Context: {{ context }}\nQuestion: {{ question }}"},
+            {"name": "rag", "system": "Answer the biomedical question from the retrieved passages.",
+             "user": "Context: {% for c in chunks %}{{ c.text }}\n{% endfor %}\nQuestion: {{ question }}"},
             {"name": "question-only", "user": "Question: {{ question }}"},
         ],
         "models": [{"name": "extractive", "model": "local/extractive"}],
+        "retrievers": [
+            {"name": "hybrid128", "corpus": {"path": data, "id": "pmid", "text": "context"},
+             "chunker": {"size": 128, "overlap": 16}, "embedder": "local", "index": {"type": "flat"},
+             "hybrid": {"bm25_weight": 0.5}, "top_k": 3},
+        ],
+        "variants": [
+            {"name": "gold-context", "prompt": "gold-context", "model": "extractive"},
+            {"name": "rag-hybrid128", "prompt": "rag", "model": "extractive", "retriever": "hybrid128"},
+            {"name": "question-only", "prompt": "question-only", "model": "extractive"},
+        ],
         "metrics": [
             {"name": "token_f1", "expected": "long_answer"},
             {"name": "rouge_l", "expected": "long_answer"},
             {"name": "contains", "expected": "final_decision"},
+            {"name": "recall_at_k", "gold": "pmid"},
         ],
         "concurrency": 8,
     }
