@@ -19,8 +19,9 @@ Definitions (binary relevance, ``@k`` = the first ``k`` *distinct* ids; ``k`` de
   nDCG@k = DCG / ideal DCG with gain 1 and discount 1/log2(rank+1).
 - passage_overlap: for gold *text*, the share of the gold passage's word tokens (lower-cased ``\\w+``, counted
   with multiplicity) found in a retrieved chunk: max over the top-k chunks (``combine: max``) or over their
-  concatenation (``combine: union``, for passages split across chunks). 1.0 = the passage was retrieved
-  verbatim; it is a recall, so long chunks are not penalised.
+  concatenation (``combine: union``, for passages split across chunks); with several gold passages, the
+  mean over passages. 1.0 = the passage was retrieved verbatim; it is a recall, so long chunks are not
+  penalised (pair it with precision_at_k or chunk size when comparing configs).
 
 ``gold`` may be one id, a list/tuple/set/array of ids, an integer id, or a JSON list string (``'["a","b"]'``).
 Missing gold (None, NaN, empty) -> None (not applicable). ``retrieved`` None (no retriever in the variant)

@@ -237,7 +237,6 @@ class RetrievalConfig(_Strict):
     hybrid: HybridConfig | None = None
     mmr: MMRConfig | None = None
     filter: dict[str, Any] | None = None
-    query: str = Field("question", min_length=1)  # dataset column searched with, or a Jinja template of columns
 
     _base_dir: Path | None = PrivateAttr(default=None)
 

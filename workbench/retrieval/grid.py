@@ -72,7 +72,7 @@ def _corpus_for(store: Store, config: RetrievalConfig, corpus: Corpus | None) ->
 
 
 def query_text(config: RetrievalConfig, case: Mapping[str, Any]) -> str:
-    column = getattr(config, "query", None) or "question"
+    column = config.query or "question"
     if "{{" in column:
         from workbench.prompts import _env, template_vars
 
