@@ -411,3 +411,24 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, fake_llm):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["status"] == "completed"
     assert _stored(ws_dir) == (60, 60)
+
+
+def test_cached_rerun_scores_in_batch_with_identical_results(tmp_path, fake_llm):
+    """A cached re-run scores similarity metrics vectorised; the values must equal the per-cell path's."""
+    from workbench.metrics.registry import get
+
+    assert get("rouge_l").batch is not None and get("chrf").batch is not None
+    ws = wb.open(tmp_path / "ws")
+    metrics = [{"name": n, "expected": "gold_answer"} for n in ("rouge1", "rouge_l", "chrf", "edit_similarity")]
+    metrics.append({"name": "rouge2", "expected": "gold_answer", "use_stemmer": False})
+    first = _experiment(ws, fake_llm, metrics=metrics).run(progress=False)  # live calls: scored cell by cell
+    second = _experiment(ws, fake_llm, metrics=metrics).run(progress=False)  # all cached: scored in batches
+    assert second.last.cached == 24
+    a = first.results().set_index(["case_id", "variant"]).sort_index()
+    b = second.results().set_index(["case_id", "variant"]).sort_index()
+    for name in ("rouge1", "rouge_l", "chrf", "edit_similarity", "rouge2"):
+        assert a[name].notna().all()
+        assert (a[name] - b[name]).abs().max() < 1e-12, name
+    details = ws.sql("SELECT run_id, detail FROM scores WHERE metric = 'rouge_l' ORDER BY case_id, variant")
+    by_run = details.groupby("run_id")["detail"].apply(list)
+    assert by_run[first.run_id] == by_run[second.run_id]

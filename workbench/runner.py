@@ -663,13 +663,33 @@ class _Executor:
         }
 
     def _score_sync(self, cell: PlannedCell, res: tuple[Any, ...]) -> list[dict[str, Any]]:
-        view = self._view(cell, res)
-        rows = []
+        return self._score_sync_many([(cell, res)])[0]
+
+    def _score_sync_many(self, items: list[tuple[PlannedCell, tuple[Any, ...]]]) -> list[list[dict[str, Any]]]:
+        """Cheap metrics for many cells; (output, expected) metrics with a batch form run vectorised."""
+        views = [self._view(cell, res) for cell, res in items]
+        rows: list[list[dict[str, Any]]] = [[] for _ in items]
         for m in self.sync_metrics:
-            try:
-                rows.append(self._score_row(cell, m, m.definition.fn(**m.call_kwargs(view)), None))
-            except Exception as exc:  # noqa: BLE001 - a failing metric records its error for this cell only
-                rows.append(self._score_row(cell, m, None, f"{type(exc).__name__}: {exc}"))
+            d = m.definition
+            done: set[int] = set()
+            if d.batch is not None and len(items) > 1 and d.injected == ("output",) and d.columns == ("expected",):
+                column = m.options.get("expected", "expected")
+                idx = [i for i, v in enumerate(views) if isinstance(v.case.get(column), str)]
+                options = {k: m.options[k] for k in (*d.required_options, *d.optional_options) if k in m.options}
+                try:
+                    values = d.batch([views[i].output for i in idx], [views[i].case[column] for i in idx], **options)
+                except Exception:  # noqa: BLE001 - the per-cell path below scores (and reports) each cell
+                    values, idx = [], []
+                for i, value in zip(idx, values):
+                    rows[i].append(self._score_row(items[i][0], m, value, None))
+                    done.add(i)
+            for i, (cell, _) in enumerate(items):
+                if i in done:
+                    continue
+                try:
+                    rows[i].append(self._score_row(cell, m, d.fn(**m.call_kwargs(views[i])), None))
+                except Exception as exc:  # noqa: BLE001 - a failing metric records its error for this cell only
+                    rows[i].append(self._score_row(cell, m, None, f"{type(exc).__name__}: {exc}"))
         return rows
 
     def _judge_for(self, m: BoundMetric) -> Judge:
@@ -753,6 +773,12 @@ class _Executor:
         s.cached += cached
         s.failed += error is not None
 
+    async def _record_cached(self, items: list[tuple[PlannedCell, tuple[Any, ...]]]) -> None:
+        for (cell, hit), scores in zip(items, self._score_sync_many(items)):
+            self._record(cell, hit, True, scores)
+        if len(self.buffer_cells) >= FLUSH_CELLS:
+            await asyncio.to_thread(self.flush)
+
     async def _finish(self, cell: PlannedCell, res: tuple[Any, ...], cached: bool) -> None:
         scores = self._score_sync(cell, res)
         if self.async_metrics:
@@ -816,16 +842,20 @@ class _Executor:
                         self._judge_for(m).cache.update(judge_cache)
             groups: dict[str, list[PlannedCell]] = {}
             hits: list[tuple[PlannedCell, tuple[Any, ...]]] = []
+            fast: list[tuple[PlannedCell, tuple[Any, ...]]] = []
             for cell in self.cells:
                 hit = cache.get(cell.key)
                 if hit is None:
                     groups.setdefault(cell.key, []).append(cell)
                 elif self.async_metrics:
                     hits.append((cell, hit))
-                else:  # fast path: a cached cell with only cheap metrics needs no task at all
-                    self._record(cell, hit, True, self._score_sync(cell, hit))
-                    if len(self.buffer_cells) >= FLUSH_CELLS:  # bounded batches keep memory flat
-                        await asyncio.to_thread(self.flush)
+                else:  # fast path: cached cells with only cheap metrics are scored in batches, no task each
+                    fast.append((cell, hit))
+                    if len(fast) >= FLUSH_CELLS:  # bounded batches keep memory flat
+                        await self._record_cached(fast)
+                        fast = []
+            if fast:
+                await self._record_cached(fast)
             if groups or hits:
                 stop = asyncio.Event()
                 flusher = asyncio.create_task(self._flusher(stop, bar))

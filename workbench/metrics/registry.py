@@ -19,7 +19,7 @@ A metric that raises records its error for that cell only; the run goes on.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,9 @@ class MetricDef:
     optional_options: tuple[str, ...] = ()
     is_async: bool = False
     judge_calls: int = 0
+    # Optional vectorised form for (output, expected) metrics: batch(outputs, expecteds, **options) -> values.
+    # The runner uses it when it scores many cells at once (cached re-runs); results must equal fn's.
+    batch: Callable[..., Sequence[Any]] | None = None
 
 
 _REGISTRY: dict[str, MetricDef] = {}
@@ -87,6 +90,7 @@ def register(
     higher_is_better: bool = True,
     replace: bool = True,
     judge_calls: int = 1,
+    batch: Callable[..., Sequence[Any]] | None = None,
 ) -> MetricDef:
     """Add ``fn`` to the registry under ``name`` (default: its function name)."""
     metric_name = name or fn.__name__
@@ -131,6 +135,7 @@ def register(
         optional_options=tuple(optional),
         is_async=inspect.iscoroutinefunction(fn),
         judge_calls=judge_calls if needs_judge else 0,
+        batch=batch,
     )
     _REGISTRY[metric_name] = definition
     return definition
@@ -259,9 +264,7 @@ class BoundMetric:
             if column not in cell.case and col in d.optional_columns and col not in self.options:
                 continue
             if column not in cell.case:
-                raise MetricError(
-                    f"metric {self.label!r}: column {column!r} (option {col!r}) is not in the dataset"
-                )
+                raise MetricError(f"metric {self.label!r}: column {column!r} (option {col!r}) is not in the dataset")
             kwargs[col] = cell.case[column]
         for opt in d.required_options + d.optional_options:
             if opt in self.options:

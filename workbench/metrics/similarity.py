@@ -866,12 +866,30 @@ def edit_similarity(output: str, expected: Any) -> float | None:
     return max(edit_similarity_score(output, e) for e in _references(expected))
 
 
-register(rouge1, "rouge1")
-register(rouge2, "rouge2")
-register(rouge_l, "rouge_l")
+def _rouge_batch_metric(rouge_type: str) -> Callable[..., list[Score]]:
+    def batch(outputs: Sequence[str | None], expected: Sequence[str], use_stemmer: bool = True) -> list[Score]:
+        arrays = rouge_batch(outputs, expected, use_stemmer, rouge_types=(rouge_type,))[rouge_type]
+        return [
+            Score(float(f), {"precision": float(p), "recall": float(r), "fmeasure": float(f)})
+            for p, r, f in zip(arrays.precision, arrays.recall, arrays.fmeasure)
+        ]
+
+    return batch
+
+
+def _plain_batch(fn: Callable[..., Any]) -> Callable[..., list[float]]:
+    def batch(outputs: Sequence[str | None], expected: Sequence[str]) -> list[float]:
+        return [float(x) for x in fn(outputs, expected)]
+
+    return batch
+
+
+register(rouge1, "rouge1", batch=_rouge_batch_metric("rouge1"))
+register(rouge2, "rouge2", batch=_rouge_batch_metric("rouge2"))
+register(rouge_l, "rouge_l", batch=_rouge_batch_metric("rougeL"))
 register(bleu, "bleu")
-register(chrf, "chrf")
-register(edit_similarity, "edit_similarity")
+register(chrf, "chrf", batch=_plain_batch(chrf_batch))
+register(edit_similarity, "edit_similarity", batch=_plain_batch(edit_similarity_batch))
 
 
 def embedding_cosine(output: str, expected: Any, embedder: str = "local") -> float | None:
