@@ -261,8 +261,10 @@ class Gateway:
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # every provider error is classified here, in one place
                 kind, message = classify(exc, model)
+                if kwargs.get("api_key") and len(str(kwargs["api_key"])) >= 8:  # never echo a key into errors/logs
+                    message = message.replace(str(kwargs["api_key"]), "***")
                 if kind == "fatal":
                     raise ModelFatalError(message) from exc
                 if kind == "cell" or attempt > model.max_retries:
