@@ -124,6 +124,18 @@ def parse_constraints(items: Sequence[str] | Mapping[str, Any] | None) -> list[t
     return out
 
 
+def bounds(minimums: Sequence[str] | None, maximums: Sequence[str] | None) -> list[str]:
+    """``--min faithfulness=0.8 --max latency_p95_ms=2000`` -> constraint strings for :func:`winner`."""
+    out = []
+    for op, items in ((">=", minimums or []), ("<=", maximums or [])):
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep or not name or not value:
+                raise ValidationError(f"--min/--max take NAME=VALUE, got {item!r}")
+            out.append(f"{name}{op}{value}")
+    return out
+
+
 @dataclass
 class Decision:
     """The chosen variant (or None) and the evidence: every variant's numbers and why it was or was not chosen."""

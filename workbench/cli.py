@@ -174,12 +174,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_winner(args: argparse.Namespace) -> int:
-    constraints = [f"{c.partition('=')[0]}>={c.partition('=')[2]}" for c in args.min or []]
-    constraints += [f"{c.partition('=')[0]}<={c.partition('=')[2]}" for c in args.max or []]
-    for c in [*(args.min or []), *(args.max or [])]:
-        if "=" not in c:
-            raise ValidationError(f"--min/--max take metric=value, got {c!r}")
-    decision = _workspace(args).get_run(args.run_id).winner(args.metric, constraints)
+    from workbench.analysis import bounds
+
+    decision = _workspace(args).get_run(args.run_id).winner(args.metric, bounds(args.min, args.max))
     if args.json:
         _print_json(decision.as_dict())
     else:

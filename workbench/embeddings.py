@@ -29,11 +29,11 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from workbench.errors import RetrievalError
+from workbench.llm import retry_after as _retry_after  # one Retry-After parser for chat and embeddings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -243,27 +243,6 @@ class _TruthyZero(int):
 _NO_RETRIES = _TruthyZero(0)
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the provider asked us to wait (Retry-After / retry-after-ms), if it said."""
-    headers: Any = getattr(exc, "litellm_response_headers", None)
-    if not headers:
-        headers = getattr(getattr(exc, "response", None), "headers", None)
-    if not headers:
-        return None
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(float(ms) / 1000.0, 0.0)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            when = parsedate_to_datetime(value)
-            return max(when.timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 class LiteLLMEmbedder:

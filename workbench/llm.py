@@ -145,28 +145,28 @@ _TRANSIENT = (
 _FATAL = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
 
 
-def _retry_after(exc: BaseException) -> float | None:
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds the provider asked us to wait (``retry-after-ms`` or ``Retry-After``: seconds or HTTP date)."""
     headers: Any = getattr(exc, "litellm_response_headers", None)
-    if headers is None:
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
+    if not headers:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
     if not headers:
         return None
     try:
-        value = headers.get("retry-after") or headers.get("Retry-After")
-    except AttributeError:
-        return None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(float(ms) / 1000.0, 0.0)
+        value = headers.get("retry-after")
+        if value is None:
             return None
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def classify(exc: BaseException, model: ModelConfig) -> tuple[str, str]:
@@ -271,7 +271,7 @@ class Gateway:
                     suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
                     raise ModelError(message + suffix) from exc
                 self.stats.retries += 1
-                wait = _retry_after(exc)
+                wait = retry_after(exc)
                 if wait is None:
                     wait = random.uniform(0, model.retry_base * 2 ** (attempt - 1))
                 await asyncio.sleep(min(wait, 60.0))

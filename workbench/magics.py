@@ -92,9 +92,9 @@ def llmops(line: str, cell: str | None = None) -> Any:
         if command == "compare":
             return ws.get_run(args.run_id).compare(args.a, args.b, args.metric)
         if command == "winner":
-            constraints = [f"{c.partition('=')[0]}>={c.partition('=')[2]}" for c in args.min or []]
-            constraints += [f"{c.partition('=')[0]}<={c.partition('=')[2]}" for c in args.max or []]
-            return ws.get_run(args.run_id).winner(args.metric, constraints)
+            from workbench.analysis import bounds
+
+            return ws.get_run(args.run_id).winner(args.metric, bounds(args.min, args.max))
         # commands added by later modules fall back to the CLI's printed form
         args.func(args)
         return None

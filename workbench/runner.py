@@ -283,8 +283,7 @@ class Experiment:
 
     # -- running -----------------------------------------------------------------------------
 
-    def run(self, progress: bool = True) -> Run:
-        """Create a run and execute every cell. Returns the Run, also when interrupted (then resumable)."""
+    def _create_run(self) -> tuple[Run, Plan]:
         plan = self.plan()
         run_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
         self.store.create_run(
@@ -299,27 +298,17 @@ class Experiment:
             _unique(v.model.record() for v in self.variants),
             _unique(v.prompt.record() for v in self.variants),
         )
-        run = Run(self.store, run_id, self)
+        return Run(self.store, run_id, self), plan
+
+    def run(self, progress: bool = True) -> Run:
+        """Create a run and execute every cell. Returns the Run, also when interrupted (then resumable)."""
+        run, plan = self._create_run()
         run._execute(plan.cells, progress=progress)
         return run
 
     async def arun(self, progress: bool = True) -> Run:
         """Async form of ``run`` for code that already has an event loop."""
-        plan = self.plan()
-        run_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
-        self.store.create_run(
-            run_id,
-            self.name,
-            self.dataset.name,
-            self.dataset.hash,
-            self.to_record(),
-            self.repeats,
-            len(plan),
-            [v.record() for v in self.variants],
-            _unique(v.model.record() for v in self.variants),
-            _unique(v.prompt.record() for v in self.variants),
-        )
-        run = Run(self.store, run_id, self)
+        run, plan = self._create_run()
         await _Executor(run, plan.cells, progress=progress, replace=False).execute()
         return run
 
