@@ -11,7 +11,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from workbench import stats
 from workbench.errors import MetricError, NotFoundError, ValidationError
@@ -88,7 +88,13 @@ class Comparison:
 
 
 def compare(
-    run: Run, a: str, b: str, metric: str, confidence: float = 0.95, method: str = "permutation", seed: int = 0
+    run: Run,
+    a: str,
+    b: str,
+    metric: str,
+    confidence: float = 0.95,
+    method: Literal["permutation", "bootstrap"] = "permutation",
+    seed: int = 0,
 ) -> Comparison:
     """Paired test of ``a`` against ``b`` on the cases both scored: difference, CI, p-value."""
     _check_variant(run, a)
@@ -98,7 +104,7 @@ def compare(
     table = per_case(run, metric)
     result = stats.paired_compare(
         table[a].to_numpy(), table[b].to_numpy(), confidence=confidence, method=method, seed=seed
-    )  # type: ignore[arg-type]
+    )
     return Comparison(metric, a, b, result)
 
 

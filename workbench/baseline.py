@@ -36,7 +36,7 @@ def _tokens(text: str) -> list[str]:
 
 def split_sentences(text: str) -> list[str]:
     """Sentence split on terminal punctuation followed by a capital or digit; good enough for a baseline."""
-    out = []
+    out: list[str] = []
     for block in re.split(r"\n\s*\n|\n(?=\s*[-*\d]+[.)]?\s)", text):
         out.extend(s.strip() for s in _SENT.split(block.strip()) if s.strip())
     return out

@@ -160,7 +160,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     else:
-        width = max(len(r["name"]) for r in rows)
+        width = max(len(str(r["name"])) for r in rows)
         for r in rows:
             judge = " [judge]" if r["needs_judge"] else ""
             sys.stdout.write(f"{r['name']:<{width}}  {r['description']}{judge}\n")

@@ -81,7 +81,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise DatasetError(
-                    f"{path}: line {lineno} is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 4]!r}). "
+                    f"{path}: line {lineno} is not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 4]!r}). "
                     "Re-save the file as UTF-8."
                 ) from exc
             if not line.strip():
@@ -253,7 +253,9 @@ def prepare(
     if dup:
         shown = "; ".join(f"{k!r} at rows {v[:4]}" for k, v in list(dup.items())[:5])
         hint = (
-            "make the id column unique" if id else "rows with identical inputs get the same id: pass dedupe='exact' "
+            "make the id column unique"
+            if id
+            else "rows with identical inputs get the same id: pass dedupe='exact' "
             "(or 'normalized') to drop them, or give an id column"
         )
         raise DatasetError(f"{where}: {len(dup)} duplicate case id(s): {shown}. To fix: {hint}.")
@@ -306,11 +308,13 @@ def get(store: Store, name: str, version: int | str | None = None) -> Dataset:
     if rec is None:
         known = store.list_datasets()["name"].unique().tolist()
         raise NotFoundError(
-            f"no dataset {name!r}" + (f" version {version}" if version is not None else "")
+            f"no dataset {name!r}"
+            + (f" version {version}" if version is not None else "")
             + f" in workspace {store.path}; known datasets: {known or 'none'}. Add one with ws.add_dataset(...)"
         )
-    return Dataset(rec["name"], rec["hash"], rec["version"], tuple(rec["columns"]), rec["id_column"],
-                   rec["n_cases"], store)
+    return Dataset(
+        rec["name"], rec["hash"], rec["version"], tuple(rec["columns"]), rec["id_column"], rec["n_cases"], store
+    )
 
 
 def profile_rows(rows: Iterable[Mapping[str, Any]], columns: list[str], id_column: str | None = None) -> pd.DataFrame:
@@ -326,16 +330,18 @@ def profile_rows(rows: Iterable[Mapping[str, Any]], columns: list[str], id_colum
         values = [r.get(col) for r in rows]
         texts = [v for v in values if isinstance(v, str)]
         lengths = [len(t) for t in texts]
-        out.append({
-            "column": col,
-            "types": ",".join(sorted({type(v).__name__ for v in values if v is not None})) or "null",
-            "nulls": sum(v is None for v in values),
-            "empty": sum(isinstance(v, str) and not v.strip() for v in values),
-            "distinct": len({dumps(v) for v in values}),
-            "len_min": min(lengths) if lengths else None,
-            "len_mean": round(sum(lengths) / len(lengths), 1) if lengths else None,
-            "len_max": max(lengths) if lengths else None,
-        })
+        out.append(
+            {
+                "column": col,
+                "types": ",".join(sorted({type(v).__name__ for v in values if v is not None})) or "null",
+                "nulls": sum(v is None for v in values),
+                "empty": sum(isinstance(v, str) and not v.strip() for v in values),
+                "distinct": len({dumps(v) for v in values}),
+                "len_min": min(lengths) if lengths else None,
+                "len_mean": round(sum(lengths) / len(lengths), 1) if lengths else None,
+                "len_max": max(lengths) if lengths else None,
+            }
+        )
     frame = pd.DataFrame(out)
     frame.attrs.update({"rows": len(rows), "duplicates_exact": exact, "duplicates_normalized": normalized})
     return frame

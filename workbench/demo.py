@@ -33,17 +33,29 @@ def demo_spec() -> dict[str, Any]:
         "name": "demo",
         "dataset": {"name": DATASET, "path": data, "id": "pmid"},
         "prompts": [
-            {"name": "gold-context", "system": "Answer the biomedical question from the abstract.",
-             "user": "Context: {{ context }}\nQuestion: {{ question }}"},
-            {"name": "rag", "system": "Answer the biomedical question from the retrieved passages.",
-             "user": "Context: {% for c in chunks %}{{ c.text }}\n{% endfor %}\nQuestion: {{ question }}"},
+            {
+                "name": "gold-context",
+                "system": "Answer the biomedical question from the abstract.",
+                "user": "Context: {{ context }}\nQuestion: {{ question }}",
+            },
+            {
+                "name": "rag",
+                "system": "Answer the biomedical question from the retrieved passages.",
+                "user": "Context: {% for c in chunks %}{{ c.text }}\n{% endfor %}\nQuestion: {{ question }}",
+            },
             {"name": "question-only", "user": "Question: {{ question }}"},
         ],
         "models": [{"name": "extractive", "model": "local/extractive"}],
         "retrievers": [
-            {"name": "hybrid128", "corpus": {"path": data, "id": "pmid", "text": "context"},
-             "chunker": {"size": 128, "overlap": 16}, "embedder": "local", "index": {"type": "flat"},
-             "hybrid": {"bm25_weight": 0.5}, "top_k": 3},
+            {
+                "name": "hybrid128",
+                "corpus": {"path": data, "id": "pmid", "text": "context"},
+                "chunker": {"size": 128, "overlap": 16},
+                "embedder": "local",
+                "index": {"type": "flat"},
+                "hybrid": {"bm25_weight": 0.5},
+                "top_k": 3,
+            },
         ],
         "variants": [
             {"name": "gold-context", "prompt": "gold-context", "model": "extractive"},

@@ -243,8 +243,6 @@ class _TruthyZero(int):
 _NO_RETRIES = _TruthyZero(0)
 
 
-
-
 class LiteLLMEmbedder:
     """Embeddings through litellm (OpenAI, Azure, Cohere, Ollama, vLLM, ... any OpenAI-compatible server)."""
 

@@ -87,8 +87,12 @@ def llmops(line: str, cell: str | None = None) -> Any:
 
             from workbench.metrics.registry import all_metrics
 
-            return pd.DataFrame([{"name": d.name, "needs_judge": d.needs_judge, "description": d.description}
-                                 for d in all_metrics().values()])
+            return pd.DataFrame(
+                [
+                    {"name": d.name, "needs_judge": d.needs_judge, "description": d.description}
+                    for d in all_metrics().values()
+                ]
+            )
         if command == "compare":
             return ws.get_run(args.run_id).compare(args.a, args.b, args.metric)
         if command == "winner":

@@ -31,8 +31,18 @@ if TYPE_CHECKING:
 __all__ = ["pairwise", "pairwise_run", "pairwise_summary"]
 
 _COLUMNS = [
-    "case_id", "repeat", "question", "answer_a", "answer_b", "winner", "consistent",
-    "first_winner", "swapped_winner", "reason_first", "reason_swapped", "error",
+    "case_id",
+    "repeat",
+    "question",
+    "answer_a",
+    "answer_b",
+    "winner",
+    "consistent",
+    "first_winner",
+    "swapped_winner",
+    "reason_first",
+    "reason_swapped",
+    "error",
 ]
 
 
@@ -87,8 +97,16 @@ def pairwise_run(
         for name, row in ((variant_a, ra), (variant_b, rb)):
             if isinstance(row["error"], str) or row["output"] is None:
                 error = error or f"variant {name!r} has no output for this case: {row['error']}"
-        pairs.append({"case_id": case_id, "repeat": int(rep), "question": "" if q is None else str(q),
-                      "answer_a": ra["output"], "answer_b": rb["output"], "error": error})
+        pairs.append(
+            {
+                "case_id": case_id,
+                "repeat": int(rep),
+                "question": "" if q is None else str(q),
+                "answer_a": ra["output"],
+                "answer_b": rb["output"],
+                "error": error,
+            }
+        )
 
     digest = hashlib.sha256(dumps({"j": config.hash, "c": criteria, "q": question}).encode()).hexdigest()[:8]
     label = f"pairwise:{digest}"
@@ -96,7 +114,11 @@ def pairwise_run(
     rows = _judge_all(run, config, pairs, criteria, concurrency, label, pair_name)
     df = pd.DataFrame(rows, columns=_COLUMNS)
     df.attrs["summary"] = pairwise_summary(df) | {
-        "variant_a": variant_a, "variant_b": variant_b, "judge": config.model, "criteria": criteria, "label": label,
+        "variant_a": variant_a,
+        "variant_b": variant_b,
+        "judge": config.model,
+        "criteria": criteria,
+        "label": label,
     }
     return df
 
@@ -137,8 +159,15 @@ def _judge_all(
         sem = asyncio.Semaphore(concurrency)
 
         async def one(pair: dict[str, Any]) -> dict[str, Any]:
-            row = {**pair, "winner": None, "consistent": None, "first_winner": None, "swapped_winner": None,
-                   "reason_first": None, "reason_swapped": None}
+            row = {
+                **pair,
+                "winner": None,
+                "consistent": None,
+                "first_winner": None,
+                "swapped_winner": None,
+                "reason_first": None,
+                "reason_swapped": None,
+            }
             if pair["error"] is not None:
                 return row
             judge = base.bind(label)
@@ -146,9 +175,12 @@ def _judge_all(
                 async with sem:
                     result = await pairwise(judge, pair["question"], pair["answer_a"], pair["answer_b"], criteria)
                 row.update(
-                    winner=result["winner"], consistent=result["consistent"],
-                    first_winner=result["first_order"]["winner"], swapped_winner=result["swapped_order"]["winner"],
-                    reason_first=result["first_order"]["reason"], reason_swapped=result["swapped_order"]["reason"],
+                    winner=result["winner"],
+                    consistent=result["consistent"],
+                    first_winner=result["first_order"]["winner"],
+                    swapped_winner=result["swapped_order"]["winner"],
+                    reason_first=result["first_order"]["reason"],
+                    reason_swapped=result["swapped_order"]["reason"],
                 )
             except ModelFatalError:
                 raise  # a bad key or unknown judge model: stop, as a run does
@@ -156,9 +188,19 @@ def _judge_all(
                 row["error"] = f"{type(exc).__name__}: {exc}"
             finally:
                 judgements.extend(
-                    {"case_id": pair["case_id"], "variant": pair_name, "repeat": pair["repeat"], "metric": label,
-                     "seq": i, "tag": c.tag, "model": c.model, "request_key": c.request_key,
-                     "messages": dumps(c.messages), "response": c.response, "cached": c.cached}
+                    {
+                        "case_id": pair["case_id"],
+                        "variant": pair_name,
+                        "repeat": pair["repeat"],
+                        "metric": label,
+                        "seq": i,
+                        "tag": c.tag,
+                        "model": c.model,
+                        "request_key": c.request_key,
+                        "messages": dumps(c.messages),
+                        "response": c.response,
+                        "cached": c.cached,
+                    }
                     for i, c in enumerate(judge.calls)
                 )
             return row

@@ -82,8 +82,13 @@ class Prompt:
         return messages
 
     def record(self) -> dict[str, Any]:
-        return {"name": self.name, "hash": self.hash, "system": self.system, "user": self.user,
-                "few_shot": list(self.few_shot)}
+        return {
+            "name": self.name,
+            "hash": self.hash,
+            "system": self.system,
+            "user": self.user,
+            "few_shot": list(self.few_shot),
+        }
 
 
 def template_vars(case: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -107,8 +112,10 @@ def describe_problems(problems: Sequence[RenderProblem], columns: Sequence[str])
     for p in problems:
         ids = ", ".join(p.case_ids[:5]) + (f" and {len(p.case_ids) - 5} more" if len(p.case_ids) > 5 else "")
         lines.append(f"  - variant {p.variant!r}: {p.problem} (cases: {ids})")
-    lines.append(f"Dataset columns available to templates: {list(columns)} (plus `case`, and `context`/`chunks` "
-                 "with a retriever).")
+    lines.append(
+        f"Dataset columns available to templates: {list(columns)} (plus `case`, and `context`/`chunks` "
+        "with a retriever)."
+    )
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from workbench.datasets import Dataset
 from workbench.errors import MetricError, ModelError, ModelFatalError, SpecError, TemplateError, WorkbenchError
@@ -502,7 +502,14 @@ class Run:
 
     # -- analysis (workbench.analysis) -------------------------------------------------------
 
-    def compare(self, a: str, b: str, metric: str, confidence: float = 0.95, method: str = "permutation") -> Any:
+    def compare(
+        self,
+        a: str,
+        b: str,
+        metric: str,
+        confidence: float = 0.95,
+        method: Literal["permutation", "bootstrap"] = "permutation",
+    ) -> Any:
         """Paired comparison of variant ``a`` against ``b``: difference, CI and p-value."""
         from workbench import analysis
 

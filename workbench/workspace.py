@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from workbench import datasets as _datasets
 from workbench.datasets import Dataset
@@ -49,7 +49,7 @@ class Workspace:
         inputs: Sequence[str] | None = None,
         text_columns: Sequence[str] | None = None,
         required: Sequence[str] | None = None,
-        dedupe: str | None = None,
+        dedupe: Literal["exact", "normalized"] | None = None,
         fmt: str | None = None,
     ) -> Dataset:
         """Store a dataset version from a DataFrame, records, or a CSV / JSONL / JSON / Parquet file."""
@@ -100,7 +100,7 @@ class Workspace:
         if isinstance(data, Corpus):
             corpus = data
         elif isinstance(data, (str, os.PathLike)):
-            corpus = Corpus.from_path(data, id_field=id, text_field=text)
+            corpus = Corpus.from_path(Path(data), id_field=id, text_field=text)
         elif isinstance(data, list):
             corpus = Corpus.from_records(data, id_field=id, text_field=text)
         else:
@@ -202,7 +202,7 @@ class Workspace:
         from workbench import spec as _spec
 
         if isinstance(spec, (str, os.PathLike)):
-            parsed, base = _spec.load(spec)
+            parsed, base = _spec.load(Path(spec))
         elif isinstance(spec, _spec.ExperimentSpec):
             parsed = spec
         else:

@@ -288,7 +288,7 @@ def questions_messages(answer: str, n: int) -> Messages:
     return _chat(
         f"Generate {n} different questions that the answer below would directly answer, each on its own "
         "and phrased as a user would ask it. Also say whether the answer is noncommittal: 1 if it is "
-        "evasive, vague or ambiguous (e.g. \"I don't know\", \"I'm not sure\"), else 0.\n\n"
+        'evasive, vague or ambiguous (e.g. "I don\'t know", "I\'m not sure"), else 0.\n\n'
         f"Answer:\n{answer}\n\n"
         'Reply with only a JSON object: {"questions": ["<question>", ...], "noncommittal": 0 or 1}'
     )
@@ -357,8 +357,12 @@ def _scale_text(scale: str, categories: Sequence[str] | None) -> str:
 
 
 def rubric_messages(
-    criteria: str, output: str, scale: str = "1-5", categories: Sequence[str] | None = None,
-    input_text: str = "", reference: str = "",
+    criteria: str,
+    output: str,
+    scale: str = "1-5",
+    categories: Sequence[str] | None = None,
+    input_text: str = "",
+    reference: str = "",
 ) -> Messages:
     """A rubric judgement: reason first, then the score on the given scale."""
     parts = [
@@ -404,9 +408,7 @@ def geval_messages(
     return _chat("\n\n".join(parts))
 
 
-DEFAULT_PAIRWISE_CRITERIA = (
-    "helpfulness, relevance, accuracy and completeness of the answer to the user's question"
-)
+DEFAULT_PAIRWISE_CRITERIA = "helpfulness, relevance, accuracy and completeness of the answer to the user's question"
 
 
 def pairwise_messages(question: str, first: str, second: str, criteria: str = DEFAULT_PAIRWISE_CRITERIA) -> Messages:
@@ -414,7 +416,7 @@ def pairwise_messages(question: str, first: str, second: str, criteria: str = DE
     return _chat(
         "Compare two responses to the same question and decide which response is better according to: "
         f"{criteria}. The order in which the responses appear and their length must not influence you. "
-        "Give your reason before your verdict; answer \"tie\" if neither is better.\n\n"
+        'Give your reason before your verdict; answer "tie" if neither is better.\n\n'
         f"[Question]\n{question}\n\n[Response A]\n{first}\n\n[Response B]\n{second}\n\n"
         'Reply with only a JSON object: {"reason": "<why>", "winner": "A" or "B" or "tie"}'
     )
@@ -455,8 +457,10 @@ async def rubric(
             missing = [c for c in cats if c not in category_scores]
             bad = {c: v for c, v in category_scores.items() if not isinstance(v, (int, float)) or not 0 <= v <= 1}
             if missing or bad:
-                raise MetricError(f"rubric: category_scores must give a value in [0, 1] for every category "
-                                  f"(missing {missing}, out of range {bad})")
+                raise MetricError(
+                    f"rubric: category_scores must give a value in [0, 1] for every category "
+                    f"(missing {missing}, out of range {bad})"
+                )
     elif categories or category_scores:
         raise MetricError("rubric: `categories` / `category_scores` only apply to scale 'categorical'")
     ref = ""
@@ -483,9 +487,7 @@ async def rubric(
     return Score(value, {"reason": reason, "score": raw, "scale": scale, "judge_text": reply})
 
 
-_STEP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
+_STEP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
 _STEP_LOCKS_GUARD = threading.Lock()
 
 
@@ -536,8 +538,9 @@ async def g_eval(
         if reference not in case:
             raise MetricError(f"g_eval: reference column {reference!r} is not in the dataset")
         ref = _text(case[reference])
-    reply = await judge.ask(geval_messages(criteria, aspect, steps_text, _text(output), _last_user(messages), ref),
-                            tag="g_eval")
+    reply = await judge.ask(
+        geval_messages(criteria, aspect, steps_text, _text(output), _last_user(messages), ref), tag="g_eval"
+    )
     match = _GEVAL_SCORE.match(reply or "")
     if match is not None:
         raw: Any = match.group(1)
@@ -547,8 +550,10 @@ async def g_eval(
     s = _number(raw, reply, 1, 5)
     if s != int(s):
         raise JudgeParseError(reply, f"score {raw!r} is not an integer 1-5")
-    return Score((s - 1) / 4, {"score": int(s), "reason": reason, "steps": steps_text,
-                               "steps_generated": generated, "judge_text": reply})
+    return Score(
+        (s - 1) / 4,
+        {"score": int(s), "reason": reason, "steps": steps_text, "steps_generated": generated, "judge_text": reply},
+    )
 
 
 async def faithfulness(
@@ -626,10 +631,15 @@ async def answer_relevancy(
     noncommittal = _binary(value.get("noncommittal", 0), reply)
     sims = await asyncio.to_thread(_cosines, embedder, q, generated)
     mean = sum(sims) / len(sims)
-    return Score(0.0 if noncommittal else mean, {
-        "generated_questions": [{"question": g, "cosine": s} for g, s in zip(generated, sims, strict=True)],
-        "mean_cosine": mean, "noncommittal": noncommittal, "embedder": getattr(embedder, "name", embedder),
-    })
+    return Score(
+        0.0 if noncommittal else mean,
+        {
+            "generated_questions": [{"question": g, "cosine": s} for g, s in zip(generated, sims, strict=True)],
+            "mean_cosine": mean,
+            "noncommittal": noncommittal,
+            "embedder": getattr(embedder, "name", embedder),
+        },
+    )
 
 
 def average_precision(verdicts: Sequence[int]) -> float:
@@ -717,8 +727,9 @@ async def groundedness(
     scores: list[float] = []
     for s, item in zip(sentences, items, strict=True):
         scores.append(_number(_field(item, ("score", "overlap")), reply, 0, 10))
-        rows.append({"sentence": s, "reason": item.get("reason") if isinstance(item, dict) else None,
-                     "score": scores[-1]})
+        rows.append(
+            {"sentence": s, "reason": item.get("reason") if isinstance(item, dict) else None, "score": scores[-1]}
+        )
     return Score(sum(scores) / (10 * len(scores)), {"sentences": rows})
 
 

@@ -32,7 +32,7 @@ def parse_retrievers(items: Sequence[Mapping[str, Any] | RetrievalConfig], base:
             absolute = cfg.corpus.resolve(base)
             cfg = cfg.model_copy(update={"corpus": cfg.corpus.model_copy(update={"path": str(absolute)})})
         out.append(cfg)
-    names = [c.name for c in out]
+    names = [str(c.name) for c in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise RetrievalError(f"retriever names must be unique; repeated: {dup}")
