@@ -16,6 +16,7 @@ def test_demo_runs_offline_with_a_rag_variant(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["status"] == "completed" and summary["failed"] == 0 and summary["stored"] == 600
+    assert summary["metric_errors"] == {}  # every metric's dependencies are installed by `pip install .`
     board = {row["variant"]: row for row in summary["leaderboard"]}
     assert set(board) == {"gold-context", "rag-hybrid128", "question-only"}
     # retrieval finds the question's own abstract most of the time; answers need context to overlap the gold

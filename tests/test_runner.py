@@ -238,6 +238,7 @@ def test_failing_metric_records_error_for_that_cell_only(tmp_path, fake_llm):
     assert "cannot score this one" in res.loc[("q3", "terse"), "fragile_error"]
     assert res.drop(index="q3", level=0)["fragile"].eq(1.0).all()
     assert res["contains"].notna().all()
+    assert run.summary()["metric_errors"] == {"fragile": 2}
 
 
 def pd_isna(value) -> bool:

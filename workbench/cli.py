@@ -58,6 +58,9 @@ def _report_run(run: Any, args: argparse.Namespace) -> int:
             f"${summary['cost']:.4f}, {summary['seconds']:.2f} s\n"
         )
         _print_table(run.leaderboard())
+        for metric, count in summary["metric_errors"].items():
+            sys.stdout.write(f"metric {metric}: {count} cell(s) could not be scored; see the `{metric}_error` column "
+                             f"of `llmops results {summary['run_id']}`\n")
     if summary["status"] == "interrupted":
         return EXIT_INTERRUPTED
     return 0 if summary["status"] == "completed" else EXIT_RUN_FAILED

@@ -539,7 +539,9 @@ class Run:
         """Counts as stored (whichever process ran the cells) plus what this process did last."""
         info = self.info
         board = self.leaderboard()
+        means = self.store.score_means(self.run_id)
         return {
+            "metric_errors": {str(k): int(v) for k, v in means.groupby("metric")["errors"].sum().items() if v},
             "run_id": self.run_id,
             "status": info["status"],
             "cells": int(info["n_cells"]),
