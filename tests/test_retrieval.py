@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 import re
 from pathlib import Path
 
@@ -127,14 +128,47 @@ def test_corpus_from_folder(tmp_path: Path) -> None:
     assert c["n1"].metadata == {"kind": "note"}
 
 
-def test_pdf_without_pypdf_is_a_clear_error(tmp_path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("pypdf") is not None:
-        pytest.skip("pypdf is installed")
-    (tmp_path / "paper.pdf").write_bytes(b"%PDF-1.4\n")
+def test_pdf_without_pypdf_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pypdf", None)  # as if the optional extra were not installed
+    (tmp_path / "paper.pdf").write_bytes(_pdf(["Anything."]))
     with pytest.raises(RetrievalError, match="pip install pypdf"):
         Corpus.from_path(tmp_path / "paper.pdf")
+
+
+def _pdf(pages: list[str]) -> bytes:
+    """A minimal valid PDF with one line of Helvetica text per page (objects, xref table and trailer)."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
+    kids = []
+    for text in pages:
+        content = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+                       b"/Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>"
+                       % len(objects))
+        kids.append(f"{len(objects)} 0 R")
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>".encode()
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_pdf_documents_are_read_with_pypdf(tmp_path: Path) -> None:
+    pytest.importorskip("pypdf")
+    (tmp_path / "papers").mkdir()
+    (tmp_path / "papers" / "aspirin.pdf").write_bytes(_pdf(["Aspirin lowers stroke risk.", "Second page here."]))
+    (tmp_path / "papers" / "notes.txt").write_text("Plain notes.")
+    corpus = Corpus.from_path(tmp_path / "papers")
+    assert sorted(corpus.ids) == ["aspirin.pdf", "notes.txt"]
+    text = corpus["aspirin.pdf"].text
+    assert "Aspirin lowers stroke risk." in text and "Second page here." in text
+    assert text.index("Aspirin") < text.index("Second page")
 
 
 # ---------------------------------------------------------------------------------------------
