@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
-import sys
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
