@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # Leaderboard columns a constraint may name besides metrics.
 _BOARD_COLUMNS = ("latency_p50_ms", "latency_p95_ms", "cost_per_1k", "errors", "error_rate", "cost")
+_LOWER_IS_BETTER_COLUMNS = ("latency_ms", "cost", "prompt_tokens", "completion_tokens", "cost_per_1k")
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
 
@@ -186,7 +187,10 @@ def winner(
     if higher_is_better is None:
         spec_metrics = {m["label"]: m["name"] for m in run.info["spec"]["metrics"]}
         definition = all_metrics().get(spec_metrics.get(metric, metric))
-        higher_is_better = True if definition is None else definition.higher_is_better
+        if definition is not None:
+            higher_is_better = definition.higher_is_better
+        else:  # a raw results column: latency, cost and tokens are better low
+            higher_is_better = metric not in _LOWER_IS_BETTER_COLUMNS
     rules = parse_constraints(constraints)
     board = run.leaderboard().set_index("variant")
     board["error_rate"] = board["errors"] / board["n"].where(board["n"] > 0)

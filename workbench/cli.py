@@ -59,8 +59,10 @@ def _report_run(run: Any, args: argparse.Namespace) -> int:
         )
         _print_table(run.leaderboard())
         for metric, count in summary["metric_errors"].items():
-            sys.stdout.write(f"metric {metric}: {count} cell(s) could not be scored; see the `{metric}_error` column "
-                             f"of `llmops results {summary['run_id']}`\n")
+            sys.stdout.write(
+                f"metric {metric}: {count} cell(s) could not be scored; see the `{metric}_error` column "
+                f"of `llmops results {summary['run_id']}`\n"
+            )
     if summary["status"] == "interrupted":
         return EXIT_INTERRUPTED
     return 0 if summary["status"] == "completed" else EXIT_RUN_FAILED

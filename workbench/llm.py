@@ -95,7 +95,21 @@ class ModelConfig:
         return hashlib.sha256(dumps(self.identity()).encode()).hexdigest()
 
     def identity(self) -> dict[str, Any]:
-        return {"model": self.model, "params": dict(self.params), "api_base": self.api_base}
+        return {"model": self.model, "params": _normalise(dict(self.params)), "api_base": self.api_base}
+
+    def options(self) -> dict[str, Any]:
+        """Constructor arguments (never a key), so a judge config survives a run record and resume."""
+        return {
+            "name": self.name,
+            "model": self.model,
+            "params": dict(self.params),
+            "api_base": self.api_base,
+            "api_key_env": self.api_key_env,
+            "timeout": self.timeout,
+            "max_concurrency": self.max_concurrency,
+            "max_retries": self.max_retries,
+            "retry_base": self.retry_base,
+        }
 
     def record(self) -> dict[str, Any]:
         config = self.identity() | {
@@ -104,6 +118,17 @@ class ModelConfig:
             "max_concurrency": self.max_concurrency,
         }
         return {"name": self.name, "model": self.model, "hash": self.hash, "config": config}
+
+
+def _normalise(value: Any) -> Any:
+    """``temperature: 0`` and ``0.0`` are the same request: integral floats hash as ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
 
 
 def request_key(model: ModelConfig, messages: list[dict[str, str]], repeat: int) -> str:
@@ -132,17 +157,16 @@ class GatewayStats:
     cost: float = 0.0
 
 
-_TRANSIENT = (
+# Matched through the class hierarchy: these are temporary whatever their status code says.
+_TRANSIENT = {
     "RateLimitError",
     "InternalServerError",
     "ServiceUnavailableError",
     "APIConnectionError",
     "Timeout",
-    "APIError",
     "JSONDecodeError",
     "BadGatewayError",
-)
-_FATAL = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
+}
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -169,12 +193,20 @@ def retry_after(exc: BaseException) -> float | None:
         return None
 
 
-def classify(exc: BaseException, model: ModelConfig) -> tuple[str, str]:
-    """Map a litellm / HTTP exception to ('fatal' | 'transient' | 'cell', message)."""
+def classify(exc: BaseException, model: ModelConfig, secret: str | None = None) -> tuple[str, str]:
+    """Map a litellm / HTTP exception to ('fatal' | 'transient' | 'cell', message); ``secret`` is masked out.
+
+    A 4xx other than 408/409/429 is never retried: the same request cannot succeed (bad request,
+    context window exceeded, content policy). litellm's generic ``APIError`` counts as temporary only
+    when it is that exact class, since every status error inherits from it.
+    """
     name = type(exc).__name__
     mro = {c.__name__ for c in type(exc).__mro__}
     status = getattr(exc, "status_code", None)
-    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else name
+    raw = str(exc).strip()
+    if secret and len(secret) >= 8:
+        raw = raw.replace(secret, "***")
+    text = raw.splitlines()[0][:300] if raw else name
     where = f"model {model.name!r} ({model.model}{' at ' + model.api_base if model.api_base else ''})"
     if mro & {"AuthenticationError", "PermissionDeniedError"} or status in (401, 403):
         env = model.api_key_env or _key_env_hint(model.model)
@@ -189,7 +221,11 @@ def classify(exc: BaseException, model: ModelConfig) -> tuple[str, str]:
         )
     if name == "BadRequestError" and ("LLM Provider NOT provided" in str(exc) or "not supported" in str(exc)):
         return "fatal", f"{where}: litellm does not know this model ({text}). See litellm's provider list."
-    if mro & set(_TRANSIENT) or status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
+    if status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
+        return "transient", f"{where}: {name}: {text}"
+    if isinstance(status, int) and 400 <= status < 500:
+        return "cell", f"{where}: {name} (HTTP {status}, not retried): {text}"
+    if mro & _TRANSIENT or name == "APIError":
         return "transient", f"{where}: {name}: {text}"
     if isinstance(exc, (asyncio.TimeoutError, ConnectionError, ValueError)):
         return "transient", f"{where}: {name}: {text}"
@@ -261,15 +297,15 @@ class Gateway:
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # every provider error is classified here, in one place
-                kind, message = classify(exc, model)
-                if kwargs.get("api_key") and len(str(kwargs["api_key"])) >= 8:  # never echo a key into errors/logs
-                    message = message.replace(str(kwargs["api_key"]), "***")
+            except Exception as exc:  # noqa: BLE001 - every provider error is classified here, in one place
+                # the key is masked before the message is cut, and the raw exception is not chained:
+                # neither the workspace, nor a log, nor a traceback may show it
+                kind, message = classify(exc, model, secret=kwargs.get("api_key"))
                 if kind == "fatal":
-                    raise ModelFatalError(message) from exc
+                    raise ModelFatalError(message) from None
                 if kind == "cell" or attempt > model.max_retries:
                     suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                    raise ModelError(message + suffix) from exc
+                    raise ModelError(message + suffix) from None
                 self.stats.retries += 1
                 wait = retry_after(exc)
                 if wait is None:

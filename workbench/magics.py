@@ -11,7 +11,7 @@ import os
 import shlex
 from typing import Any
 
-from workbench.errors import ValidationError, WorkbenchError
+from workbench.errors import SpecError, ValidationError, WorkbenchError
 
 
 class _MagicArgumentError(Exception):
@@ -45,6 +45,9 @@ def llmops(line: str, cell: str | None = None) -> Any:
 
     try:
         args = _parser().parse_args(shlex.split(line))
+    except ValueError as exc:  # shlex: an unclosed quote
+        print(f"error: cannot parse the command line ({exc}); check the quotes")
+        return None
     except _MagicArgumentError as exc:
         print(str(exc).rstrip())
         return None
@@ -57,7 +60,11 @@ def llmops(line: str, cell: str | None = None) -> Any:
 
                 from workbench import spec as _spec
 
-                exp = ws.from_spec(_spec.parse(yaml.safe_load(cell), "%%llmops cell"), base=None)
+                try:
+                    data = yaml.safe_load(cell)
+                except yaml.YAMLError as exc:
+                    raise SpecError(f"%%llmops cell: not valid YAML: {exc}") from None
+                exp = ws.from_spec(_spec.parse(data, "%%llmops cell"), base=None)
             elif args.spec:
                 exp = ws.from_spec(args.spec)
             else:

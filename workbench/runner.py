@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FLUSH_SECONDS = 1.0
+# (cells, scores, responses, judgements) rows waiting to be written together
+_Batch = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 FLUSH_CELLS = 2000
 
 
@@ -170,7 +172,8 @@ class Experiment:
                 for v in self.variants
             ],
             "metrics": [
-                {"name": m.definition.name, "options": dict(m.options), "label": m.label} for m in self.metrics
+                {"name": m.definition.name, "options": _plain_options(m.options), "label": m.label}
+                for m in self.metrics
             ],
             "repeats": self.repeats,
             "concurrency": self.concurrency,
@@ -311,6 +314,11 @@ class Experiment:
         run, plan = self._create_run()
         await _Executor(run, plan.cells, progress=progress, replace=False).execute()
         return run
+
+
+def _plain_options(options: Any) -> dict[str, Any]:
+    """Metric options as JSON: a ModelConfig judge becomes its constructor arguments (never a key)."""
+    return {k: v.options() if isinstance(v, ModelConfig) else v for k, v in dict(options).items()}
 
 
 def _unique(records: Any) -> list[dict[str, Any]]:
@@ -619,9 +627,12 @@ class _Executor:
 
     def cancel(self) -> None:
         """Called from another thread (KeyboardInterrupt in a notebook)."""
-        self._cancelled = True
+        self._cancelled = True  # workers stop taking cells even if the loop is not reachable below
         if self._loop is not None and self._main is not None:
-            self._loop.call_soon_threadsafe(self._main.cancel)
+            try:
+                self._loop.call_soon_threadsafe(self._main.cancel)
+            except RuntimeError:  # the loop already closed: the run has finished on its own
+                pass
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -704,8 +715,12 @@ class _Executor:
         with self.lock:
             self.buffer_responses.append(response)
 
-    async def _score_async(self, cell: PlannedCell, res: tuple[Any, ...]) -> list[dict[str, Any]]:
+    async def _score_async(
+        self, cell: PlannedCell, res: tuple[Any, ...]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Judge (async) metrics of one cell: (score rows, judge-call rows), stored with the cell."""
         view = self._view(cell, res)
+        calls: list[dict[str, Any]] = []
 
         async def one(m: BoundMetric) -> dict[str, Any]:
             judge = self._judge_for(m) if m.definition.needs_judge else None
@@ -716,26 +731,26 @@ class _Executor:
             except Exception as exc:  # noqa: BLE001 - a failing metric records its error for this cell only
                 row = self._score_row(cell, m, None, f"{type(exc).__name__}: {exc}")
             if judge is not None:
-                with self.lock:
-                    self.buffer_judgements.extend(
-                        {
-                            "case_id": cell.case_id,
-                            "variant": cell.variant.name,
-                            "repeat": cell.repeat,
-                            "metric": m.label,
-                            "seq": i,
-                            "tag": c.tag,
-                            "model": c.model,
-                            "request_key": c.request_key,
-                            "messages": dumps(c.messages),
-                            "response": c.response,
-                            "cached": c.cached,
-                        }
-                        for i, c in enumerate(judge.calls)
-                    )
+                calls.extend(
+                    {
+                        "case_id": cell.case_id,
+                        "variant": cell.variant.name,
+                        "repeat": cell.repeat,
+                        "metric": m.label,
+                        "seq": i,
+                        "tag": c.tag,
+                        "model": c.model,
+                        "request_key": c.request_key,
+                        "messages": dumps(c.messages),
+                        "response": c.response,
+                        "cached": c.cached,
+                    }
+                    for i, c in enumerate(judge.calls)
+                )
             return row
 
-        return list(await asyncio.gather(*(one(m) for m in self.async_metrics)))
+        rows = list(await asyncio.gather(*(one(m) for m in self.async_metrics)))
+        return rows, calls
 
     def _record(
         self,
@@ -745,8 +760,12 @@ class _Executor:
         scores: list[dict[str, Any]],
         error: str | None = None,
         error_kind: str | None = None,
+        judgements: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Buffer one finished cell. res = (output, prompt_tokens, completion_tokens, cost, latency_ms)."""
+        """Buffer one finished cell with its scores and judge calls: they always land in one batch.
+
+        res = (output, prompt_tokens, completion_tokens, cost, latency_ms).
+        """
         record = {
             "case_id": cell.case_id,
             "variant": cell.variant.name,
@@ -766,6 +785,8 @@ class _Executor:
         with self.lock:
             self.buffer_cells.append(record)
             self.buffer_scores.extend(scores)
+            if judgements:
+                self.buffer_judgements.extend(judgements)
         s = self.summary
         s.done += 1
         s.cached += cached
@@ -779,25 +800,40 @@ class _Executor:
 
     async def _finish(self, cell: PlannedCell, res: tuple[Any, ...], cached: bool) -> None:
         scores = self._score_sync(cell, res)
+        judgements: list[dict[str, Any]] = []
         if self.async_metrics:
-            scores += await self._score_async(cell, res)
-        self._record(cell, res, cached, scores)
+            judged, judgements = await self._score_async(cell, res)
+            scores += judged
+        self._record(cell, res, cached, scores, judgements=judgements)
 
     # -- buffering and durable writes ----------------------------------------------------------
 
-    def flush(self) -> None:
+    def _take(self) -> _Batch:
         with self.lock:
-            cells, scores, responses, judgements = (
-                self.buffer_cells,
-                self.buffer_scores,
-                self.buffer_responses,
-                self.buffer_judgements,
-            )
+            batch = (self.buffer_cells, self.buffer_scores, self.buffer_responses, self.buffer_judgements)
             self.buffer_cells, self.buffer_scores, self.buffer_responses, self.buffer_judgements = [], [], [], []
-        if cells or responses:
+        return batch
+
+    def _put_back(self, batch: _Batch) -> None:
+        """A write failed: the batch goes back in front of what arrived since, to be written next time."""
+        with self.lock:
+            self.buffer_cells = batch[0] + self.buffer_cells
+            self.buffer_scores = batch[1] + self.buffer_scores
+            self.buffer_responses = batch[2] + self.buffer_responses
+            self.buffer_judgements = batch[3] + self.buffer_judgements
+
+    def flush(self) -> None:
+        batch = self._take()
+        if not any(batch):
+            return
+        cells, scores, responses, judgements = batch
+        try:
             self.store.write_batch(
                 self.run.run_id, cells, scores, responses, replace=self.replace, judgements=judgements
             )
+        except BaseException:
+            self._put_back(batch)  # paid responses and finished cells are never dropped
+            raise
 
     async def _flusher(self, stop: asyncio.Event, bar: Any) -> None:
         while not stop.is_set():
@@ -805,7 +841,12 @@ class _Executor:
                 await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
             except asyncio.TimeoutError:
                 pass
-            await asyncio.to_thread(self.flush)
+            try:
+                await asyncio.to_thread(self.flush)
+            except WorkbenchError as exc:  # e.g. another process holds the workspace: keep the batch, try again
+                warnings.warn(
+                    f"run {self.run.run_id}: could not write finished cells yet ({exc}); will retry", stacklevel=2
+                )
             self._postfix(bar)
 
     def _postfix(self, bar: Any) -> None:
@@ -878,10 +919,9 @@ class _Executor:
         finally:
             s.model_calls = self.gateway.stats.calls
             s.retries = self.gateway.stats.retries
-            with self.lock:
-                batch = (self.buffer_cells, self.buffer_scores, self.buffer_responses, self.buffer_judgements)
-                self.buffer_cells, self.buffer_scores, self.buffer_responses, self.buffer_judgements = [], [], [], []
-            # the last batch and the final status in one transaction: one connection, never half-written
+            batch = self._take()
+            # the last batch and the final status in one transaction: one connection, never half-written.
+            # If this fails (the workspace stayed locked) the error propagates: nothing is silently lost.
             stored, n_cells, status = self.store.finish_run(run_id, status, *batch, replace=self.replace)
             s.seconds = time.perf_counter() - started
             self._postfix(bar)

@@ -533,7 +533,7 @@ class Store:
         with self.connect() as con:
             row = con.execute(
                 "SELECT run_id, name, status, dataset_name, dataset_hash, spec, repeats, n_cells, created_at, "
-                "finished_at FROM runs WHERE run_id=$1 OR run_id LIKE $1 || '%' ORDER BY created_at DESC",
+                "finished_at FROM runs WHERE starts_with(run_id, $1) ORDER BY created_at DESC",
                 [run_id],
             ).fetchall()
         if not row:

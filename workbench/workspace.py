@@ -175,6 +175,9 @@ class Workspace:
             by_r = {r.name: r for r in rs}
             vs = []
             for i, v in enumerate(variants):
+                missing = [k for k in ("prompt", "model") if k not in v]
+                if missing:
+                    raise SpecError(f"variants[{i}]: needs {missing} (and optionally name, retriever)")
                 for key, table in (("prompt", by_p), ("model", by_m)):
                     if v[key] not in table:
                         raise SpecError(f"variants[{i}].{key}: {v[key]!r} is not defined; defined: {sorted(table)}")
@@ -308,7 +311,13 @@ def _model(m: ModelConfig | Mapping[str, Any] | str) -> ModelConfig:
     data = dict(m)
     if "name" not in data:
         data["name"] = str(data.get("model", "")).split("/")[-1]
-    return ModelConfig(**data)
+    try:
+        return ModelConfig(**data)
+    except TypeError:
+        fields = sorted(ModelConfig.__dataclass_fields__)
+        unknown = sorted(set(data) - set(fields))
+        hint = " (keys come from the environment: use api_key_env)" if "api_key" in unknown else ""
+        raise SpecError(f"model {data['name']!r}: unknown key(s) {unknown}{hint}; a model takes {fields}") from None
 
 
 def _metric(m: str | Mapping[str, Any] | BoundMetric) -> BoundMetric:

@@ -74,9 +74,17 @@ def _corpus_for(store: Store, config: RetrievalConfig, corpus: Corpus | None) ->
 def query_text(config: RetrievalConfig, case: Mapping[str, Any]) -> str:
     column = config.query or "question"
     if "{{" in column:
+        from jinja2 import TemplateError as JinjaError
+
         from workbench.prompts import _env, template_vars
 
-        return str(_env().from_string(column).render(template_vars(case)))
+        try:
+            return str(_env().from_string(column).render(template_vars(case)))
+        except JinjaError as exc:
+            raise RetrievalError(
+                f"retriever {config.label!r}: query template {column!r} does not render: {exc}; it sees the dataset "
+                f"columns {sorted(case)}"
+            ) from None
     if column not in case:
         raise RetrievalError(
             f"retriever {config.label!r} searches with column {column!r}, which the dataset lacks; its columns are "
