@@ -582,22 +582,26 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]], cancel: Cal
         asyncio.run(factory())
         return
     # A loop is running in this thread (a notebook kernel): run ours in a worker thread.
+    # Waiting uses an Event, not Thread.join: a KeyboardInterrupt inside join() can leave the thread marked
+    # as finished while it still runs (CPython < 3.13), and the run's final write would be lost.
     box: dict[str, BaseException] = {}
+    done = threading.Event()
 
     def target() -> None:
         try:
             asyncio.run(factory())
         except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread below
             box["error"] = exc
+        finally:
+            done.set()
 
-    t = threading.Thread(target=target, name="workbench-run", daemon=True)
-    t.start()
-    try:
-        while t.is_alive():
-            t.join(0.1)
-    except KeyboardInterrupt:
-        cancel()
-        t.join()
+    threading.Thread(target=target, name="workbench-run", daemon=True).start()
+    while True:
+        try:
+            if done.wait(0.1):
+                break
+        except KeyboardInterrupt:  # the notebook's stop button: stop taking cells, store what finished
+            cancel()
     if "error" in box:
         raise box["error"]
 
