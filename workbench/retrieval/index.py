@@ -115,6 +115,20 @@ def _memory_put(key: str, value: Any) -> None:
             _MEMORY.popitem(last=False)
 
 
+def _memoized(mem_key: str, stats: BuildStats, load_or_build: Callable[[], Any]) -> Any:
+    """In-process cache with one builder per key: concurrent callers wait for the first and share its result."""
+    if (cached := _memory_get(mem_key)) is not None:
+        stats.memory_hits += 1
+        return cached
+    with _build_lock(mem_key):
+        if (cached := _memory_get(mem_key)) is not None:
+            stats.memory_hits += 1
+            return cached
+        value = load_or_build()
+        _memory_put(mem_key, value)
+        return value
+
+
 def clear_memory_cache() -> None:
     """Forget artifacts loaded in this process (files on disk stay): the next build reads from disk."""
     with _MEMORY_LOCK:
@@ -246,13 +260,8 @@ def get_chunks(corpus: Corpus, chunker: ChunkerConfig, artifacts_dir: Path, stat
     """Chunk ``corpus`` or load the stored chunking for (corpus texts, chunker)."""
     key = chunk_key(corpus, chunker)
     mem_key = f"chunks/{artifacts_dir}/{key}"
-    if (cached := _memory_get(mem_key)) is not None:
-        stats.memory_hits += 1
-        return cached
-    with _build_lock(mem_key):
-        if (cached := _memory_get(mem_key)) is not None:
-            stats.memory_hits += 1
-            return cached
+
+    def load_or_build() -> Any:
         folder = artifacts_dir / "chunks" / key
         table = None
         if _verified(folder, stats) is not None:
@@ -287,8 +296,9 @@ def get_chunks(corpus: Corpus, chunker: ChunkerConfig, artifacts_dir: Path, stat
             )
             stats.chunkings += 1
             stats.chunk_seconds += time.perf_counter() - t0
-        _memory_put(mem_key, table)
         return table
+
+    return _memoized(mem_key, stats, load_or_build)
 
 
 def _write_chunks(folder: Path, t: ChunkTable) -> None:
@@ -389,13 +399,8 @@ def get_embeddings(
     """
     key = embedding_key(table.key, embedder.name)
     mem_key = f"emb/{artifacts_dir}/{key}"
-    if (cached := _memory_get(mem_key)) is not None:
-        stats.memory_hits += 1
-        return cached
-    with _build_lock(mem_key):
-        if (cached := _memory_get(mem_key)) is not None:
-            stats.memory_hits += 1
-            return cached
+
+    def load_or_build() -> Any:
         folder = artifacts_dir / "embeddings" / key
         handle: EmbeddingHandle | None = None
         manifest = _verified(folder, stats) if need_matrix else _manifest_only(folder)
@@ -414,8 +419,9 @@ def get_embeddings(
                 handle.matrix(verified=True)
         if handle is None:
             handle = _embed_table(table, embedder, artifacts_dir, key, stats)
-        _memory_put(mem_key, handle)
         return handle
+
+    return _memoized(mem_key, stats, load_or_build)
 
 
 def _manifest_only(folder: Path) -> dict[str, Any] | None:
@@ -505,13 +511,8 @@ def get_index(
     """Load the stored FAISS index for (embeddings, build params) or build and store it."""
     key = index_key(ek, cfg)
     mem_key = f"index/{artifacts_dir}/{key}"
-    if (cached := _memory_get(mem_key)) is not None:
-        stats.memory_hits += 1
-        return cached
-    with _build_lock(mem_key):
-        if (cached := _memory_get(mem_key)) is not None:
-            stats.memory_hits += 1
-            return cached
+
+    def load_or_build() -> Any:
         import faiss
 
         folder = artifacts_dir / "indexes" / key
@@ -556,8 +557,9 @@ def get_index(
                 },
                 lambda d: faiss.write_index(index, str(d / "index.faiss")),
             )
-        _memory_put(mem_key, index)
         return index
+
+    return _memoized(mem_key, stats, load_or_build)
 
 
 def build_faiss_index(x: np.ndarray, cfg: AnyIndexConfig) -> tuple[Any, dict[str, Any]]:
