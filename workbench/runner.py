@@ -153,6 +153,12 @@ class Experiment:
         dup = sorted({n for n in labels if labels.count(n) > 1})
         if dup:
             raise MetricError(f"metric {dup[0]!r} appears twice; give one of them a different `label`")
+        clash = sorted({lb for lb in labels if lb.endswith("_error") and lb[: -len("_error")] in labels})
+        if clash:
+            raise MetricError(
+                f"metric label {clash[0]!r} clashes with the error column of metric {clash[0][:-6]!r} in "
+                "results(); give one of them a different `label`"
+            )
 
     def to_record(self) -> dict[str, Any]:
         """Everything needed to rebuild this experiment in another process (resume after kill -9)."""
@@ -387,12 +393,34 @@ class Run:
 
     # -- results -----------------------------------------------------------------------------
 
+    def _metric_columns(self) -> dict[str, str]:
+        """Metric label -> its column in results()/leaderboard() (see registry.RESERVED_COLUMNS).
+
+        A built-in that is a raw column under its own name (``cost``) is left out: the raw column is it.
+        A label that clashes otherwise (only in runs stored before the rule) gets a ``_metric`` suffix.
+        """
+        from workbench.metrics.registry import RESERVED_COLUMNS, get
+
+        out: dict[str, str] = {}
+        for m in self.info["spec"]["metrics"]:
+            label = m["label"]
+            try:
+                shares = get(m["name"]).column == label
+            except MetricError:  # a plugin that is not installed here: its stored scores still show
+                shares = False
+            if not shares:
+                clashes = label in RESERVED_COLUMNS or label.startswith("human_")
+                out[label] = f"{label}_metric" if clashes else label
+        return out
+
     def results(self) -> pd.DataFrame:
         """One row per cell: case, variant, repeat, prompt, output, one column per metric, cost, latency, error."""
         import pandas as pd
 
         cells, scores = self.store.results(self.run_id)
-        labels = [m["label"] for m in self.info["spec"]["metrics"]]
+        columns = self._metric_columns()
+        scores = scores[scores["metric"].isin(list(columns))].assign(metric=lambda f: f["metric"].map(columns))
+        labels = list(columns.values())
         cells["messages"] = [json.loads(m) if isinstance(m, str) else m for m in cells["messages"]]
         cells["prompt"] = [
             next((x["content"] for x in reversed(m or []) if x["role"] == "user"), None) for m in cells["messages"]
@@ -447,7 +475,9 @@ class Run:
         """Per variant: mean of every metric, n, errors, cost, p50/p95 latency, in grid order."""
         board = self.store.leaderboard(self.run_id)
         means = self.store.score_means(self.run_id)
-        labels = [m["label"] for m in self.info["spec"]["metrics"]]
+        columns = self._metric_columns()
+        means = means[means["metric"].isin(list(columns))].assign(metric=lambda f: f["metric"].map(columns))
+        labels = list(columns.values())
         if len(means):
             wide = means.pivot_table(index="variant", columns="metric", values="mean", aggfunc="first")
             board = board.merge(wide.reset_index(), on="variant", how="left")

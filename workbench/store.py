@@ -867,7 +867,7 @@ class Store:
                 """
                 SELECT v.variant, v.position, count(c.case_id) AS n, count(c.error) AS errors,
                        count_if(c.cached)::BIGINT AS cached,
-                       coalesce(sum(c.cost), 0) AS cost,
+                       sum(c.cost) AS cost,  -- NULL when no cell was priced: unknown, not free
                        (coalesce(sum(c.prompt_tokens), 0) + coalesce(sum(c.completion_tokens), 0))::BIGINT AS tokens,
                        quantile_cont(c.latency_ms, 0.5) AS latency_p50_ms,
                        quantile_cont(c.latency_ms, 0.95) AS latency_p95_ms

@@ -114,12 +114,16 @@ def json_valid(output: str, allow_fences: bool = True) -> Score:
 
 
 def latency(latency_ms: float | None) -> float | None:
-    """Model call latency in milliseconds (None when answered from the cache)."""
+    """Model call latency in ms; a cell answered from the cache reports the original call's latency."""
     return latency_ms
 
 
 def cost(cost: float | None) -> float | None:
-    """Model call cost in USD from litellm's cost map (0 for free or unknown models)."""
+    """Model call cost in USD from litellm's price map; None for a model it does not price (unknown, not 0).
+
+    A cell answered from the cache reports the original call's cost (what the variant costs to run), and
+    under its own name this metric is the raw ``cost`` column of results() rather than a second copy of it.
+    """
     return cost
 
 
@@ -130,4 +134,4 @@ register(regex_match)
 register(token_f1)
 register(json_valid)
 register(latency, higher_is_better=False)
-register(cost, higher_is_better=False)
+register(cost, higher_is_better=False, column="cost")
