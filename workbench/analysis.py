@@ -281,8 +281,7 @@ def winner(
     if chosen != best:
         price = order.iloc[0]["cost_per_1k"]
         reason += (
-            f" Among these statistically tied variants {chosen} is chosen as the cheapest "
-            f"(${price:.4f} per 1k cases)."
+            f" Among these statistically tied variants {chosen} is chosen as the cheapest (${price:.4f} per 1k cases)."
             if not math.isnan(price)
             else f" Among these statistically tied variants {chosen} is chosen as the fastest (no price is known)."
         )
