@@ -14,10 +14,11 @@ import time
 from collections import Counter
 from typing import Any
 
+from workbench.text import split_sentences
+
 PROVIDER = "local"
 MODELS = {"extractive": "returns the context sentence most similar to the question (lexical BM25 score)"}
 
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 _TOKEN = re.compile(r"[a-z0-9]+")
 _QUESTION = re.compile(r"(?im)^\s*(?:question|q|query)\s*:\s*(.+)$")
 _CONTEXT = re.compile(
@@ -32,14 +33,6 @@ _STOP = frozenset(
 
 def _tokens(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(text.lower()) if t not in _STOP]
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentence split on terminal punctuation followed by a capital or digit; good enough for a baseline."""
-    out: list[str] = []
-    for block in re.split(r"\n\s*\n|\n(?=\s*[-*\d]+[.)]?\s)", text):
-        out.extend(s.strip() for s in _SENT.split(block.strip()) if s.strip())
-    return out
 
 
 def find_question_and_context(messages: list[dict[str, Any]]) -> tuple[str, str]:

@@ -346,6 +346,7 @@ class RunSummary:
     cost: float = 0.0
     seconds: float = 0.0
     status: str = "created"
+    batch_fallbacks: int = 0  # batch scoring attempts that failed and fell back to scoring cell by cell
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -721,7 +722,16 @@ class _Executor:
                 options = {k: m.options[k] for k in (*d.required_options, *d.optional_options) if k in m.options}
                 try:
                     values = d.batch([views[i].output for i in idx], [views[i].case[column] for i in idx], **options)
-                except Exception:  # noqa: BLE001 - the per-cell path below scores (and reports) each cell
+                    if len(values) != len(idx):
+                        raise ValueError(f"batch returned {len(values)} values for {len(idx)} cells")
+                except Exception as exc:  # noqa: BLE001 - the per-cell path below scores (and reports) each cell
+                    # never silently: a broken batch form would only show up as a slow run
+                    self.summary.batch_fallbacks += 1
+                    warnings.warn(
+                        f"metric {m.label!r}: batch scoring failed ({type(exc).__name__}: {exc}); scoring "
+                        f"{len(idx)} cells one by one instead",
+                        stacklevel=2,
+                    )
                     values, idx = [], []
                 for i, value in zip(idx, values):
                     rows[i].append(self._score_row(items[i][0], m, value, None))
@@ -765,22 +775,7 @@ class _Executor:
             except Exception as exc:  # noqa: BLE001 - a failing metric records its error for this cell only
                 row = self._score_row(cell, m, None, f"{type(exc).__name__}: {exc}")
             if judge is not None:
-                calls.extend(
-                    {
-                        "case_id": cell.case_id,
-                        "variant": cell.variant.name,
-                        "repeat": cell.repeat,
-                        "metric": m.label,
-                        "seq": i,
-                        "tag": c.tag,
-                        "model": c.model,
-                        "request_key": c.request_key,
-                        "messages": dumps(c.messages),
-                        "response": c.response,
-                        "cached": c.cached,
-                    }
-                    for i, c in enumerate(judge.calls)
-                )
+                calls.extend(judge.rows(cell.case_id, cell.variant.name, cell.repeat))
             return row
 
         rows = list(await asyncio.gather(*(one(m) for m in self.async_metrics)))

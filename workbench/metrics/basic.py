@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from workbench.metrics.registry import Score, register
+from workbench.text import JSON_FENCE
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -96,14 +97,11 @@ def token_f1(output: str, expected: Any) -> float:
     return max(f1_tokens(_text(output), e) for e in _expected_list(expected))
 
 
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
-
-
 def json_valid(output: str, allow_fences: bool = True) -> Score:
     """1 if the output parses as JSON (optionally inside a ```json fence)."""
     text = _text(output)
     if allow_fences:
-        m = _FENCE.match(text)
+        m = JSON_FENCE.fullmatch(text.strip())
         if m:
             text = m.group(1)
     try:

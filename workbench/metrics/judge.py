@@ -32,6 +32,8 @@ from workbench.errors import MetricError, WorkbenchError
 from workbench.judge import Judge
 from workbench.llm import request_key
 from workbench.metrics.registry import Score, register
+from workbench.text import JSON_FENCE
+from workbench.text import split_sentences as text_split
 
 Messages = list[dict[str, str]]
 
@@ -52,13 +54,10 @@ class JudgeParseError(WorkbenchError):
 # parsing helpers
 
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-
-
 def parse_json(reply: str) -> Any:
     """The first JSON object or array in ``reply`` (code fences and chatter around it are tolerated)."""
     text = (reply or "").strip()
-    fenced = _FENCE.search(text)
+    fenced = JSON_FENCE.search(text)
     candidates = [fenced.group(1).strip()] if fenced else []
     candidates.append(text)
     decoder = json.JSONDecoder()
@@ -188,27 +187,10 @@ def _reason_and_score(reply: str, score_names: Sequence[str] = ("score",)) -> tu
 # text helpers
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-_ABBREV = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Dr|Mr|Mrs|Ms|Prof|Fig|al|approx|No)\.$")
-
-
 def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text`` (line breaks and ``.!?`` followed by a capital; common abbreviations kept whole)."""
-    out: list[str] = []
-    for line in (text or "").splitlines():
-        line = line.strip().lstrip("-*• ").strip()
-        if not line:
-            continue
-        start = 0
-        pieces = []
-        for m in _SENTENCE_END.finditer(line):
-            if _ABBREV.search(line[start : m.start()]):
-                continue
-            pieces.append(line[start : m.start()].strip())
-            start = m.end()
-        pieces.append(line[start:].strip())
-        out.extend(p for p in pieces if re.search(r"\w", p))
-    return out
+    """Statements of ``text``: its sentences, each line on its own, list bullets dropped (workbench.text)."""
+    out = (s.lstrip("-*• ").strip() for s in text_split(text or "", line_breaks=True))
+    return [s for s in out if re.search(r"\w", s)]
 
 
 def _text(value: Any) -> str:
