@@ -9,7 +9,9 @@ abbreviation (e.g., i.e., et al., Fig., Dr., vs., single initials); blank lines 
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Any
 
 Span = tuple[int, int]
 
@@ -67,3 +69,10 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None, line_break
 def split_sentences(text: str, line_breaks: bool = False) -> list[str]:
     """The sentences of ``text`` as strings (see :func:`sentence_spans`)."""
     return [text[s:e] for s, e in sentence_spans(text or "", line_breaks=line_breaks)]
+
+
+def as_text(value: Any) -> str:
+    """A metric input as text: None and NaN (a missing dataset value) are empty, anything else its str()."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value if isinstance(value, str) else str(value)
