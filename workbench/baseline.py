@@ -36,7 +36,10 @@ def _tokens(text: str) -> list[str]:
 
 
 def find_question_and_context(messages: list[dict[str, Any]]) -> tuple[str, str]:
-    """The question is a ``Question:`` line (else the last sentence ending in '?', else the last user turn)."""
+    """The question is a ``Question:`` line (else the last sentence ending in '?', else the last user turn).
+
+    The context is a ``Context:`` (or Abstract/Passage/Document) block, else the rest of the prompt.
+    """
     user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "") or ""
     everything = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") in ("system", "user"))
     q = _QUESTION.search(user)
@@ -46,8 +49,10 @@ def find_question_and_context(messages: list[dict[str, Any]]) -> tuple[str, str]
         asks = [s for s in split_sentences(user) if s.rstrip().endswith("?")]
         question = asks[-1] if asks else user.strip()
     c = _CONTEXT.search(user) or _CONTEXT.search(everything)
-    context = c.group(1).strip() if c else everything.replace(question, " ")
-    return question, context
+    if c:
+        return question, c.group(1).strip()
+    # no labelled context: the rest of the prompt, without the question (nor its "Question:" label)
+    return question, _QUESTION.sub(" ", everything).replace(question, " ").strip()
 
 
 def answer(messages: list[dict[str, Any]]) -> str:
