@@ -341,7 +341,7 @@ class Store:
                     "ws.sql() is read-only and takes exactly one SELECT statement; got "
                     f"{', '.join(bad) or str(len(statements)) + ' statements'}. Use the Python API to change data."
                 )
-            # No file or network access from user SQL: the server extension passes queries through here.
+            # No file or network access from user SQL (ws.sql, `llmops sql`): read-only means read-only.
             # The setting dies with this short-lived connection's database instance.
             con.execute("SET enable_external_access = false")
             con.execute("BEGIN TRANSACTION")

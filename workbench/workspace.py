@@ -1,4 +1,4 @@
-"""The Workspace: the one Python API every face (CLI, magics, widgets, server extension) wraps."""
+"""The Workspace: the one Python API every face (today the CLI and the magics) wraps."""
 
 from __future__ import annotations
 
