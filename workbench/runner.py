@@ -30,7 +30,7 @@ from workbench.datasets import Dataset
 from workbench.errors import MetricError, ModelError, ModelFatalError, SpecError, TemplateError, WorkbenchError
 from workbench.judge import Judge
 from workbench.llm import CallResult, Gateway, ModelConfig, request_key
-from workbench.metrics.registry import BoundMetric, CellView, Score, check_columns
+from workbench.metrics.registry import BOARD_COLUMNS, CELL_COLUMNS, BoundMetric, CellView, Score, check_columns
 from workbench.prompts import Prompt, RenderProblem, describe_problems, render_error_text, template_vars
 from workbench.store import Store, dumps
 
@@ -447,24 +447,7 @@ class Run:
         human = feedback.per_cell(self.store, self.run_id)
         if len(human):
             out = out.merge(human, on=keys, how="left")
-        front = [
-            "case_id",
-            "variant",
-            "repeat",
-            "prompt",
-            "output",
-            *labels,
-            "error",
-            "latency_ms",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost",
-            "cached",
-            "retrieved",
-            "messages",
-            "error_kind",
-            "request_key",
-        ]
+        front = [*CELL_COLUMNS[:5], *labels, *CELL_COLUMNS[5:]]  # case, variant, repeat, prompt, output first
         rest = [c for c in out.columns if c not in front and c not in ("variant_position", "case_position")]
         return out[front + rest].reset_index(drop=True)
 
@@ -486,18 +469,7 @@ class Run:
             if lb not in board.columns:
                 board[lb] = float("nan")
         board["cost_per_1k"] = board["cost"] / board["n"].where(board["n"] > 0) * 1000
-        cols = [
-            "variant",
-            *labels,
-            "n",
-            "errors",
-            "cached",
-            "cost",
-            "cost_per_1k",
-            "tokens",
-            "latency_p50_ms",
-            "latency_p95_ms",
-        ]
+        cols = ["variant", *labels, *BOARD_COLUMNS]
         from workbench import feedback
 
         human = feedback.per_cell(self.store, self.run_id)

@@ -32,7 +32,7 @@ COLUMN_OPTIONS = ("expected", "gold", "context", "question")
 # ``Run.results()`` (per cell) and ``Run.leaderboard()`` / winner tables (per variant) are reserved, as are
 # ``human_*`` (feedback) and ``<label>_error``. A metric labelled like one of them would give two columns of
 # one name, so it is refused, except a built-in that *is* that raw column (``cost``), which shares it.
-CELL_COLUMNS = (
+CELL_COLUMNS = (  # in results() order; metric columns go after "output"
     "case_id",
     "variant",
     "repeat",
