@@ -370,5 +370,5 @@ class OpenAIClients:
 def _limits(size: int) -> Any:
     import openai._base_client as base  # the SDK's own httpx flavour (httpx or httpx2), whichever it uses
 
-    httpx_mod = getattr(base, "httpx2", None) or base.httpx
+    httpx_mod: Any = getattr(base, "httpx2", None) or getattr(base, "httpx")  # noqa: B009 - name differs by version
     return httpx_mod.Limits(max_connections=size, max_keepalive_connections=size)
