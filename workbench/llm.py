@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -247,27 +248,25 @@ class Gateway:
     async def _openai(
         self, model: ModelConfig, messages: list[dict[str, str]], key: str | None
     ) -> tuple[str, int | None, int | None, float | None]:
+        """One POST through the SDK's documented raw-request method (``client.post``): the SDK's transport, auth
+        headers, timeouts and status-error classes, without re-validating our plain-dict messages and params
+        against its type annotations or building pydantic objects for the reply (measured: ~half its CPU per call).
+        Params go into the body unchanged, as litellm sends them for OpenAI-compatible providers."""
         client = await self.clients.get(_openai_base(model), key or "sk-no-key")
-        accepted = self.clients.create_params(client)
-        kwargs: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        for k, v in model.params.items():
-            (kwargs if k in accepted else extra)[k] = v
-        if extra:  # provider-specific params (top_k, repetition_penalty, ...) go in the body as litellm sends them
-            kwargs["extra_body"] = extra
-        resp = await client.chat.completions.create(
-            model=_wire_name(model), messages=messages, timeout=model.timeout, **kwargs
+        body = {**model.params, "model": _wire_name(model), "messages": messages}
+        raw = await client.post(
+            "/chat/completions", cast_to=self.clients.raw_response, body=body, options={"timeout": model.timeout}
         )
-        choices = getattr(resp, "choices", None)
-        if not choices or getattr(choices[0], "message", None) is None:
+        data = json.loads(raw.content)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        message = choices[0].get("message") if isinstance(choices, list) and choices else None
+        if not isinstance(message, dict):
             raise providers.MalformedResponse("provider returned a response with no 'choices'")
-        output = choices[0].message.content or ""
-        usage = getattr(resp, "usage", None)
-        pt = getattr(usage, "prompt_tokens", None) if usage else None
-        ct = getattr(usage, "completion_tokens", None) if usage else None
-        details = getattr(usage, "prompt_tokens_details", None) if usage else None
-        cached = getattr(details, "cached_tokens", None) if details else None
-        cost = providers.call_cost(model.model, pt, ct, served_as=getattr(resp, "model", None), cached_tokens=cached)
+        output = message.get("content") or ""
+        usage = data.get("usage") or {}
+        pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        cost = providers.call_cost(model.model, pt, ct, served_as=data.get("model"), cached_tokens=cached)
         return str(output), pt, ct, cost
 
 

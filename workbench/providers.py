@@ -322,7 +322,6 @@ class OpenAIClients:
         self._clients: dict[tuple[str, str], Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closer: Any = None
-        self._create_params: frozenset[str] | None = None
 
     async def get(self, base_url: str, api_key: str) -> Any:
         loop = asyncio.get_running_loop()
@@ -343,14 +342,10 @@ class OpenAIClients:
             )
         return client
 
-    def create_params(self, client: Any) -> frozenset[str]:
-        """Keyword arguments ``chat.completions.create`` accepts; other params travel in ``extra_body``."""
-        if self._create_params is None:
-            import inspect
-
-            sig = inspect.signature(client.chat.completions.create)
-            self._create_params = frozenset(sig.parameters) - {"messages", "model", "stream", "timeout"}
-        return self._create_params
+    @property
+    def raw_response(self) -> Any:
+        """The SDK's HTTP response class: ``cast_to`` it and the SDK hands the reply back unparsed."""
+        return _httpx().Response
 
     async def _close_with_loop(self) -> Any:
         try:
@@ -367,8 +362,12 @@ class OpenAIClients:
                 pass
 
 
-def _limits(size: int) -> Any:
-    import openai._base_client as base  # the SDK's own httpx flavour (httpx or httpx2), whichever it uses
+def _httpx() -> Any:
+    """The HTTP library the installed SDK is built on (``httpx``, or ``httpx2`` in openai 3.x)."""
+    import openai._base_client as base
 
-    httpx_mod: Any = getattr(base, "httpx2", None) or getattr(base, "httpx")  # noqa: B009 - name differs by version
-    return httpx_mod.Limits(max_connections=size, max_keepalive_connections=size)
+    return getattr(base, "httpx2", None) or getattr(base, "httpx")  # noqa: B009 - the name differs by version
+
+
+def _limits(size: int) -> Any:
+    return _httpx().Limits(max_connections=size, max_keepalive_connections=size)
