@@ -299,3 +299,29 @@ def test_load_ext_warms_litellm_only_when_a_model_needs_it():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())
     assert out.stdout.split()[-3:] == ["False", "False", "True"], out.stderr[-2000:]
+
+
+def test_embedding_errors_take_the_same_path_as_chat_errors(fake_llm, monkeypatch):
+    """One classification for chat and embeddings: same fail-fast wording, keys masked, nothing chained."""
+    from workbench.embeddings import LiteLLMEmbedder
+    from workbench.errors import RetrievalError
+
+    key = "sk-embed-" + "ZYXWVUTSRQPONMLKJIHGFEDCBA" * 10
+    monkeypatch.setenv("WB_EMB_KEY", key)
+    fake_llm.configure(script=[{"status": 500, "message": f"upstream rejected key={key}", "count": 2}])
+    emb = LiteLLMEmbedder("openai/test-embed", api_base=fake_llm.base_url, api_key_env="WB_EMB_KEY", max_retries=1,
+                          backoff_base=0.01)
+    with pytest.raises(RetrievalError) as info:
+        emb.embed(["x"])
+    message = str(info.value)
+    assert "HTTP 500: upstream rejected key=***" in message and "after 2 attempts" in message
+    assert key[:12] not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    fake_llm.reset()
+    fake_llm.configure(auth_key="sk-right")
+    with pytest.raises(RetrievalError) as info:
+        LiteLLMEmbedder("openai/test-embed", api_base=fake_llm.base_url, api_key_env="WB_EMB_KEY").embed(["y"])
+    chat = _error(_cfg(fake_llm, "openai", api_key_env="WB_EMB_KEY"))
+    tail = "authentication failed (Incorrect API key provided). Set WB_EMB_KEY in the environment"
+    assert tail in str(info.value) and tail in str(chat)
+    assert info.value.__cause__ is None
