@@ -2,8 +2,9 @@
 
 It answers with the sentence of the prompt's context that best matches the question by a BM25-style
 lexical score. It needs no key, no network and no weights, so a fresh machine can run the whole
-loop, and any real model has a floor to beat. It is registered as a litellm custom provider so the
-runner treats it like every other model. It must never be used as an LLM judge.
+loop, and any real model has a floor to beat. The gateway answers ``local/*`` in-process (no litellm
+import); it is also registered as a litellm custom provider, for code that calls litellm itself.
+It must never be used as an LLM judge.
 """
 
 from __future__ import annotations
@@ -80,16 +81,22 @@ def answer(messages: list[dict[str, Any]]) -> str:
     return sentences[best]
 
 
-def _response(litellm: Any, model: str, messages: list[dict[str, Any]]) -> Any:
+def respond(messages: list[dict[str, Any]]) -> tuple[str, int, int]:
+    """(answer, prompt tokens, completion tokens): tokens are whitespace words, on every route."""
     text = answer(messages)
     prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
+    return text, prompt_tokens, len(text.split())
+
+
+def _response(litellm: Any, model: str, messages: list[dict[str, Any]]) -> Any:
+    text, prompt_tokens, completion_tokens = respond(messages)
     return litellm.ModelResponse(
         model=f"{PROVIDER}/{model}",
         choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
         usage={
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(text.split()),
-            "total_tokens": prompt_tokens + len(text.split()),
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         },
         created=int(time.time()),
     )

@@ -205,6 +205,7 @@ class Experiment:
                 max_concurrency=m.get("max_concurrency"),
                 max_retries=m.get("max_retries", 5),
                 retry_base=m.get("retry_base", 0.5),
+                client=m.get("client", "auto"),
             )
             retriever = None
             if v.get("retriever"):
@@ -254,26 +255,23 @@ class Experiment:
         return plan
 
     def _estimate_judges(self, plan: Plan) -> None:
-        """Judge calls = cells x calls per cell; cost from litellm's price map at ~4 characters a token."""
+        """Judge calls = cells x calls per cell; cost from litellm's price table at ~4 characters a token."""
         judged = [m for m in self.metrics if m.judge is not None]
         if not judged:
             return
-        from workbench.llm import litellm_module
+        from workbench.providers import call_cost
 
-        litellm = litellm_module()
         chars = sum(len(m["content"]) for c in plan.cells for m in c.messages) / max(len(plan.cells), 1)
         total = 0.0
         known = True
         for m in judged:
             calls = m.definition.judge_calls * len(plan.cells)
             plan.judge_calls += calls
-            try:
-                prompt_cost, completion_cost = litellm.cost_per_token(
-                    model=m.judge.model, prompt_tokens=int(chars / 4) + 200, completion_tokens=150
-                )
-                total += (prompt_cost + completion_cost) * calls
-            except Exception:  # noqa: BLE001 - models missing from litellm's price map have no estimate
+            cost = call_cost(m.judge.model, int(chars / 4) + 200, 150)  # litellm's price table, read as data
+            if cost is None:  # models missing from the price table have no estimate
                 known = False
+            else:
+                total += cost * calls
         plan.judge_cost_estimate = total if known else None
 
     def _retrieve(self, cases: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -347,6 +345,7 @@ class RunSummary:
     seconds: float = 0.0
     status: str = "created"
     batch_fallbacks: int = 0  # batch scoring attempts that failed and fell back to scoring cell by cell
+    clients: dict[str, str] = field(default_factory=dict)  # model name -> route that served it (openai/litellm/local)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -561,6 +560,7 @@ class Run:
             "failed": int(board["errors"].sum()),
             "model_calls": self.last.model_calls,
             "retries": self.last.retries,
+            "clients": dict(self.last.clients),
             "cost": float(board["cost"].sum()),
             "seconds": round(self.last.seconds, 3),
             "leaderboard": json.loads(board.to_json(orient="records")),
@@ -626,7 +626,7 @@ class _Executor:
         self.buffer_judgements: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.fatal: ModelFatalError | None = None
-        self.gateway = Gateway()
+        self.gateway = Gateway(run.experiment.concurrency)
         self.judges: dict[str, Judge] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[Any] | None = None
@@ -920,6 +920,7 @@ class _Executor:
         finally:
             s.model_calls = self.gateway.stats.calls
             s.retries = self.gateway.stats.retries
+            s.clients = dict(self.gateway.routes)
             batch = self._take()
             # the last batch and the final status in one transaction: one connection, never half-written.
             # If this fails (the workspace stayed locked) the error propagates: nothing is silently lost.
@@ -930,6 +931,10 @@ class _Executor:
                 bar.close()
             s.status = status
             self.run.last = s
+            try:
+                await self.gateway.aclose()  # HTTP connections; asyncio.run would close them with the loop anyway
+            except Exception:  # noqa: BLE001 - every cell is stored by now; a failing socket close must not hide that
+                pass
         if status == "interrupted":
             warnings.warn(
                 f"run {run_id} interrupted: {stored}/{n_cells} cells stored. Resume it with run.resume() "

@@ -232,6 +232,7 @@ class Workspace:
                 timeout=m.timeout,
                 max_concurrency=m.max_concurrency,
                 max_retries=m.max_retries,
+                client=m.client,
             )
             for m in parsed.models
         ]
