@@ -34,9 +34,14 @@ _EXPORTS = {
     "ModelError": "workbench.errors",
     "ModelFatalError": "workbench.errors",
     "NotFoundError": "workbench.errors",
+    "BundleError": "workbench.errors",
+    "Bundle": "workbench.bundles",
+    "load_bundle": "workbench.bundles",
 }
 
 __all__ = [
+    "Bundle",
+    "BundleError",
     "Dataset",
     "DatasetError",
     "Experiment",
@@ -57,6 +62,7 @@ __all__ = [
     "Workspace",
     "WorkspaceLockedError",
     "__version__",
+    "load_bundle",
     "metric",
     "open",
 ]
@@ -83,8 +89,10 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 if TYPE_CHECKING:
+    from workbench.bundles import Bundle, load_bundle
     from workbench.datasets import Dataset
     from workbench.errors import (
+        BundleError,
         DatasetError,
         MetricError,
         ModelError,
