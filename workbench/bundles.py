@@ -56,6 +56,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # Members of an archive bigger than this are refused (a zip bomb would otherwise fill the disk).
 MAX_MEMBER_BYTES = 8 << 30
+_SERVE_PACKAGES = ("fastapi", "uvicorn", "prometheus-client")  # what `llmops serve` needs, pinned even if
+# the installed workbench metadata predates them
 _STORED_SUFFIXES = (".faiss", ".npy", ".parquet")  # already dense: deflating them costs seconds, saves little
 
 
@@ -437,7 +439,7 @@ def requirements_txt() -> str:
     except ImportError:  # pragma: no cover - packaging ships with pip's environments
         Requirement = None  # type: ignore[assignment,misc]
     pins: dict[str, str] = {}
-    todo = ["llmops-workbench"]
+    todo = ["llmops-workbench", *_SERVE_PACKAGES]
     seen: set[str] = set()
     while todo:
         name = todo.pop()
