@@ -55,9 +55,10 @@ def test_manifest_contract(demo):
         assert key in m, key
     assert m["format_version"] == 1 and m["run_id"] == run.run_id and m["variant"] == "rag-hybrid128"
     assert m["created_at"].endswith("Z")
-    assert m["bundle_hash"] == hashlib.sha256(
-        json.dumps(m["files"], sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    assert (
+        m["bundle_hash"]
+        == hashlib.sha256(json.dumps(m["files"], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    )
     on_disk = {p.relative_to(rag).as_posix() for p in rag.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(m["files"]) == on_disk
     for rel, digest in m["files"].items():
@@ -100,9 +101,10 @@ def test_no_pickle_and_native_formats(demo):
         if p.is_file():
             assert p.suffix in (".json", ".parquet", ".faiss", ".html", ".txt", ".npy"), p
             assert b"\x80\x04\x95" not in p.read_bytes()[:3]  # a pickle protocol-4 header
-    assert faiss.read_index(str(rag / "retriever" / "index.faiss")).ntotal == pq.read_metadata(
-        rag / "retriever" / "chunks.parquet"
-    ).num_rows
+    assert (
+        faiss.read_index(str(rag / "retriever" / "index.faiss")).ntotal
+        == pq.read_metadata(rag / "retriever" / "chunks.parquet").num_rows
+    )
 
 
 def test_load_answer_and_replay_identical(demo):
@@ -252,10 +254,15 @@ def test_secrets_stay_names_and_report_is_escaped(tmp_path, fake_llm, monkeypatc
         ],
         id="id",
     )
-    model = {"name": "m", "model": "openai/test-model", "api_base": fake_llm.base_url, "api_key_env": "WB_BUNDLE_TEST_KEY"}
-    run = ws.experiment(ds, [wb.Prompt("p", "{{ question }}")], [model], [{"name": "exact_match", "expected": "answer"}]).run(
-        progress=False
-    )
+    model = {
+        "name": "m",
+        "model": "openai/test-model",
+        "api_base": fake_llm.base_url,
+        "api_key_env": "WB_BUNDLE_TEST_KEY",
+    }
+    run = ws.experiment(
+        ds, [wb.Prompt("p", "{{ question }}")], [model], [{"name": "exact_match", "expected": "answer"}]
+    ).run(progress=False)
     out = run.export(tmp_path / "b")
     for p in out.rglob("*"):
         if p.is_file():

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -491,7 +491,13 @@ def create_app(config: ServeConfig, bundles: Sequence[Bundle] | None = None) -> 
             "bundles": [{"arm": arm, **b.summary()} for arm, b in zip(arms, state.bundles)],
         }
 
-    @app.get("/metrics", dependencies=[Depends(auth)], summary="Prometheus text format")
+    @app.get(
+        "/metrics",
+        dependencies=[Depends(auth)],
+        summary="Prometheus text format",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Any:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -586,12 +592,28 @@ class _Metrics:
 
 
 class _BodyLimit:
-    """ASGI middleware: 413 for a body over ``limit`` bytes (by Content-Length, or while it streams in)."""
+    """ASGI middleware: 413 for a body over ``limit`` bytes (by Content-Length, or while it streams in).
+
+    The rest of an oversized body is read and dropped (up to ``DRAIN_BYTES``) before answering, so a client
+    still sending it gets the 413 instead of a broken pipe.
+    """
+
+    DRAIN_BYTES = 32 << 20
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
         self.limit = limit
         self.state = app.state  # tests and the factory reach the served state through the wrapper
+
+    async def _drain(self, receive: Any, already: int) -> None:
+        seen = already
+        while seen <= self.DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -600,39 +622,47 @@ class _BodyLimit:
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.limit
+                    declared = int(value)
                 except ValueError:
-                    too_big = True
-                if too_big:
+                    declared = self.limit + 1
+                if declared > self.limit:
+                    if declared <= self.DRAIN_BYTES:
+                        await self._drain(receive, 0)
                     await _too_large(send, self.limit)
                     return
+                await self.app(scope, receive, send)  # the server enforces the declared length
+                return
+        if scope.get("method") in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        # no Content-Length (chunked): read the body here, up to the limit, and hand it on in one piece
+        chunks: list[bytes] = []
         seen = 0
-        sent = False
-
-        async def limited() -> Any:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return message
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal sent
-            if message["type"] == "http.response.start":
-                sent = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not sent:
+            if message["type"] != "http.request":
+                return  # the client went away
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.limit:
+                if message.get("more_body", False):
+                    await self._drain(receive, seen)
                 await _too_large(send, self.limit)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        whole = b"".join(chunks)
+        delivered = False
 
+        async def replay() -> Any:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": whole, "more_body": False}
+            return await receive()
 
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Any, limit: int) -> None:
