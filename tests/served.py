@@ -41,9 +41,20 @@ def demo_run(folder: Path, n_cases: int = 30) -> Any:
 class BundleServer:
     """``llmops serve BUNDLE... --port 0`` as a subprocess; ``url`` is set once /health answers."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, startup_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 120.0,
+        python: str = sys.executable,
+        cwd: str | None = None,
+        drop_env: tuple[str, ...] = (),
+    ) -> None:
         self.args = [str(a) for a in args]
         self.env = env
+        self.python = python
+        self.cwd = cwd
+        self.drop_env = drop_env
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -52,9 +63,11 @@ class BundleServer:
 
     def start(self) -> BundleServer:
         self._stderr = tempfile.TemporaryFile()
-        cmd = [sys.executable, "-m", "workbench.cli", "serve", *self.args, "--port", "0"]
+        cmd = [self.python, "-m", "workbench.cli", "serve", *self.args, "--port", "0"]
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        for name in self.drop_env:
+            env.pop(name, None)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, env=env, cwd=self.cwd)
         lines: queue.Queue[str] = queue.Queue()
 
         def reader() -> None:

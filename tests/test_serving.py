@@ -229,6 +229,7 @@ def test_schemathesis_against_openapi(server):
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     failures = []
     ran = 0
+
     def make_test(operation):  # type: ignore[no-untyped-def]
         @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(operation.as_strategy())

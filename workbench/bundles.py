@@ -481,7 +481,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table(rows: list[Mapping[str, Any]], columns: Sequence[str], highlight: str | None = None) -> str:
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], highlight: str | None = None) -> str:
     e = html.escape
     head = "".join(f"<th>{e(str(c))}</th>" for c in columns)
     body = []

@@ -111,7 +111,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, progress: argparse.A
         help="check a bundle",
         description="Bundle tools: `llmops bundle verify PATH [--replay]`.",
     )
-    bsub = p.add_subparsers(dest="bundle_command", required=True, metavar="SUBCOMMAND")
+    bsub = p.add_subparsers(dest="bundle_command", required=True, metavar="SUBCOMMAND", help="verify")
     v = bsub.add_parser(
         "verify",
         parents=[common],

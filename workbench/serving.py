@@ -14,7 +14,8 @@ input, output, retrieved, latency_ms, prompt_tokens, completion_tokens, cost, er
 a response must never wait for a disk write, and a server must never hold the notebook's DuckDB lock. Rows
 go on an in-memory queue; one writer thread appends them about every second and on shutdown (nothing lost
 on SIGTERM/SIGINT; after kill -9 at most the last second, and a torn last line, which readers skip with
-DuckDB's ``read_json(..., ignore_errors=true)``). Each worker process writes its own segments.
+DuckDB's ``read_json(..., ignore_errors=true)``, which yields it as an all-NULL row: filter
+``request_id IS NOT NULL``). Each worker process writes its own segments.
 """
 
 from __future__ import annotations
@@ -146,7 +147,9 @@ def read_log(folder: str | os.PathLike[str], kind: str = "requests") -> pd.DataF
     try:
         con.execute("SET python_enable_replacements = false")
         return con.execute(
-            "SELECT * FROM read_json(?, format = 'newline_delimited', ignore_errors = true, union_by_name = true)",
+            # ignore_errors turns a torn line into an all-NULL row: drop it by its missing request_id
+            "SELECT * FROM read_json(?, format = 'newline_delimited', ignore_errors = true, union_by_name = true) "
+            "WHERE request_id IS NOT NULL",
             [pattern],
         ).df()
     finally:
@@ -719,9 +722,14 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
     sys.stdout.write(f"llmops serve: listening on http://{bound[0]}:{bound[1]}\n")
     sys.stdout.flush()
     if workers > 1:
+        import inspect
+
         from uvicorn.supervisors import Multiprocess
 
-        Multiprocess(ucfg, target=server.run, sockets=[sock]).run()
+        kwargs: dict[str, Any] = {"sockets": [sock]}
+        if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.36 takes the target explicitly
+            kwargs["target"] = server.run
+        Multiprocess(ucfg, **kwargs).run()
     else:
         server.run(sockets=[sock])
 
