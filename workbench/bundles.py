@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import datetime as _dt
+import functools
 import hashlib
 import html
 import json
@@ -430,8 +431,13 @@ def _workbench_version() -> str:
     return __version__
 
 
+@functools.lru_cache(maxsize=1)
 def requirements_txt() -> str:
-    """Pinned ``name==version`` of the workbench's runtime dependencies as installed here (importlib.metadata)."""
+    """Pinned ``name==version`` of the workbench's runtime dependencies as installed here (importlib.metadata).
+
+    Cached per process: the installed set does not change under a running interpreter, and reading every
+    distribution's metadata costs seconds.
+    """
     import importlib.metadata as md
 
     try:
@@ -443,17 +449,17 @@ def requirements_txt() -> str:
     seen: set[str] = set()
     while todo:
         name = todo.pop()
-        key = name.lower().replace("_", "-")
+        key = name.lower().replace("_", "-").replace(".", "-")
         if key in seen:
             continue
         seen.add(key)
         try:
-            dist = md.distribution(name)
+            meta = md.metadata(name)  # parsed once: name, version and requirements all come from it
         except md.PackageNotFoundError:
             continue
         if key != "llmops-workbench":
-            pins[dist.metadata["Name"]] = dist.version
-        for req in dist.requires or []:
+            pins[meta["Name"]] = meta["Version"]
+        for req in meta.get_all("Requires-Dist") or []:
             if Requirement is None:
                 todo.append(req.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip())
                 continue
