@@ -84,7 +84,7 @@ def test_manifest_contract(demo):
     res = res[res["variant"] == "rag-hybrid128"]
     for row in cases.itertuples():
         assert row.output == res.loc[row.case_id, "output"]
-        assert json.loads(row.inputs)["question"] == json.loads(row.inputs)["question"].strip() or True
+        assert set(json.loads(row.inputs)) >= {"question", "context", "long_answer", "final_decision"}
     # pinned requirements from this environment
     req = (rag / "requirements.txt").read_text()
     import faiss
@@ -126,8 +126,6 @@ def test_load_answer_and_replay_identical(demo):
 def test_replay_reports_differences(demo, tmp_path):
     """A bundle whose recorded outputs differ from what the model now says is reported, not hidden."""
     _, run, rag, _ = demo
-    import pandas as pd
-
     b = wb.load_bundle(rag)
     cases = b.cases()
     cases.loc[0, "token_f1"] = cases.loc[0, "token_f1"] + 0.5
@@ -148,7 +146,6 @@ def test_replay_reports_differences(demo, tmp_path):
     assert report.metrics["token_f1"]["identical"] == 29
     assert abs(report.metrics["token_f1"]["max_abs_diff"] - 0.5) < 1e-9
     assert "differs on 1 case(s)" in str(report)
-    assert isinstance(pd.DataFrame, type)
 
 
 @pytest.mark.parametrize(

@@ -311,10 +311,21 @@ def _eval_cases(run: Run, variant: str, labels: list[str]) -> pd.DataFrame:
     res = run.results()
     res = res[res["variant"] == variant]
     inputs = dict(run.experiment.dataset.cases())
+    fixed = ["error", "latency_ms", "prompt_tokens", "completion_tokens", "cost", "retrieved"]
+    fixed = [c for c in fixed if c not in labels]  # a metric labelled like a raw column keeps its score
     rows = []
-    for r in res.itertuples(index=False):
-        rec = r._asdict()
+    for rec in res.to_dict("records"):
         retrieved = rec.get("retrieved")
+        raw = {
+            "error": rec["error"],
+            "latency_ms": _plain(rec["latency_ms"]),
+            "prompt_tokens": _plain(rec["prompt_tokens"]),
+            "completion_tokens": _plain(rec["completion_tokens"]),
+            "cost": _plain(rec["cost"]),
+            "retrieved": canonical([{k: h[k] for k in ("chunk_id", "doc_id", "score")} for h in retrieved])
+            if isinstance(retrieved, list)
+            else None,
+        }
         rows.append(
             {
                 "case_id": rec["case_id"],
@@ -322,34 +333,10 @@ def _eval_cases(run: Run, variant: str, labels: list[str]) -> pd.DataFrame:
                 "inputs": canonical(inputs.get(rec["case_id"], {})),
                 "output": rec["output"],
                 **{label: _plain(rec.get(label)) for label in labels},
-                "error": rec["error"],
-                "latency_ms": _plain(rec["latency_ms"]),
-                "prompt_tokens": _plain(rec["prompt_tokens"]),
-                "completion_tokens": _plain(rec["completion_tokens"]),
-                "cost": _plain(rec["cost"]),
-                "retrieved": canonical(
-                    [{"chunk_id": h["chunk_id"], "doc_id": h["doc_id"], "score": h["score"]} for h in retrieved]
-                )
-                if isinstance(retrieved, list)
-                else None,
+                **{k: raw[k] for k in fixed},
             }
         )
-    frame = pd.DataFrame(
-        rows,
-        columns=[
-            "case_id",
-            "repeat",
-            "inputs",
-            "output",
-            *labels,
-            "error",
-            "latency_ms",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost",
-            "retrieved",
-        ],
-    )
+    frame = pd.DataFrame(rows, columns=["case_id", "repeat", "inputs", "output", *labels, *fixed])
     for label in labels:
         frame[label] = frame[label].astype("float64")
     return frame
@@ -979,6 +966,8 @@ class Bundle:
                 recorded.append(_plain(rec))
                 replayed.append(value)
             per_metric[m.label] = _replay_stats(recorded, replayed)
+            if m.definition.name in _TIMING_METRICS:
+                per_metric[m.label]["note"] = "timing metric: measured again, not expected to match"
         return ReplayReport(
             self.hash,
             len(inputs),
@@ -986,6 +975,9 @@ class Bundle:
             sum(a.error is not None for a in answers),
             per_metric,
         )
+
+
+_TIMING_METRICS = ("latency",)
 
 
 def _replay_stats(recorded: list[Any], replayed: list[Any]) -> dict[str, Any]:
@@ -1018,7 +1010,9 @@ class ReplayReport:
     @property
     def identical(self) -> bool:
         return self.errors == 0 and all(
-            m.get("identical") == m.get("n") and not m.get("missing") for m in self.metrics.values() if "n" in m
+            m.get("identical") == m.get("n") and not m.get("missing")
+            for m in self.metrics.values()
+            if "n" in m and "note" not in m
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -1030,7 +1024,8 @@ class ReplayReport:
         ]
         for name, m in self.metrics.items():
             if "note" in m:
-                lines.append(f"  {name}: {m['note']}")
+                shown = f"recorded {_fmt(m['recorded'])}, replayed {_fmt(m['replayed'])}: " if "n" in m else ""
+                lines.append(f"  {name}: {shown}{m['note']}")
                 continue
             verdict = (
                 "identical"
