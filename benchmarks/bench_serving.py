@@ -10,7 +10,8 @@ Part 1: a bundle of the demo's RAG variant on the embedded defaults (local/extra
 hybrid BM25) served by two `llmops serve` subprocesses on 127.0.0.1, one writing the request log and one
 with --no-log. Rounds alternate between them (interleaved, so machine load hits both alike); each round
 sends --requests POSTs to /v1/answer at --concurrency. Prints per-round and median throughput, p50 and
-p95 latency (client-side), and the p95 ratio log/no-log (target: < 1.10). Then the time from starting
+p95 latency (client-side), the p95 ratio log/no-log (target: < 1.10), and the servers' CPU time per
+request (from /proc; far less sensitive to other load on the machine). Then the time from starting
 `llmops serve` to its first answer (process start, bundle verification, imports, warm-up).
 
 Part 2: a workspace run whose retriever indexes --chunks synthetic chunks (one chunk per document, made
@@ -50,6 +51,12 @@ def quantile(values: list[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(values) - 1)
     return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its reaped children) from /proc: the figure machine load barely moves."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def fire(url: str, n: int, concurrency: int, seed: int) -> dict[str, float]:
@@ -110,15 +117,24 @@ def part1(args: argparse.Namespace, work: Path) -> None:
         for r in range(args.rounds):
             order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
             for name in order:
+                pid = servers[name].proc.pid  # type: ignore[union-attr]
+                cpu0 = cpu_seconds(pid)
                 res = fire(servers[name].url, args.requests, args.concurrency, seed=r + 1)
+                res["cpu_ms"] = (cpu_seconds(pid) - cpu0) * 1000 / args.requests
                 results[name].append(res)
                 print(
                     f"  round {r + 1} {name:>6}: {res['rps']:6.1f} req/s  p50 {res['p50']:7.1f} ms  "
-                    f"p95 {res['p95']:7.1f} ms  non-200: {int(res['errors'])}   ({load_note()})"
+                    f"p95 {res['p95']:7.1f} ms  server CPU {res['cpu_ms']:5.1f} ms/request  "
+                    f"non-200: {int(res['errors'])}   ({load_note()})"
                 )
-        med = {k: {m: statistics.median(x[m] for x in v) for m in ("rps", "p50", "p95")} for k, v in results.items()}
+        keys = ("rps", "p50", "p95", "cpu_ms")
+        med = {k: {m: statistics.median(x[m] for x in v) for m in keys} for k, v in results.items()}
         for name, m in med.items():
-            print(f"  median {name:>6}: {m['rps']:6.1f} req/s  p50 {m['p50']:7.1f} ms  p95 {m['p95']:7.1f} ms")
+            print(
+                f"  median {name:>6}: {m['rps']:6.1f} req/s  p50 {m['p50']:7.1f} ms  p95 {m['p95']:7.1f} ms  "
+                f"server CPU {m['cpu_ms']:5.1f} ms/request"
+            )
+        print(f"  server CPU per request with log / without: {med['log']['cpu_ms'] / med['no-log']['cpu_ms']:.3f}")
         ratio = med["log"]["p95"] / med["no-log"]["p95"]
         print(
             f"  p95 with log / without: {ratio:.3f} (target < 1.10); throughput ratio "

@@ -78,6 +78,7 @@ class LogWriter:
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._files: dict[str, Any] = {}
+        self._pending: dict[str, list[str]] = {}
         self._seq: dict[str, int] = {}
         self._start = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self._thread: threading.Thread | None = None
@@ -109,7 +110,7 @@ class LogWriter:
         while not self._stop.wait(self.flush_seconds):
             try:
                 self._drain()
-            except OSError as exc:  # a full disk must not kill the thread; the rows stay queued in memory
+            except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any one bad write
                 sys.stderr.write(f"llmops serve: request log write failed ({exc}); will retry\n")
 
     def _file(self, kind: str) -> Any:
@@ -124,18 +125,40 @@ class LogWriter:
         return fh
 
     def _drain(self) -> None:
-        lines: dict[str, list[str]] = {}
+        """Serialise what is queued and append it; lines whose write failed stay pending for the next try."""
         while True:
             try:
                 kind, row = self._queue.get_nowait()
             except queue.Empty:
                 break
-            lines.setdefault(kind, []).append(json.dumps(row, ensure_ascii=False, default=str, allow_nan=False))
-        for kind, batch in lines.items():
+            self._pending.setdefault(kind, []).append(_json_line(row))
+        for kind in list(self._pending):
+            batch = self._pending[kind]
+            if not batch:
+                continue
             fh = self._file(kind)
             fh.write("\n".join(batch) + "\n")  # one write per flush: a torn line can only be the last one
             fh.flush()
             self.written += len(batch)
+            self._pending[kind] = []
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    """One JSON line; NaN / infinity (not JSON) become null instead of breaking the line for every reader."""
+    try:
+        return json.dumps(row, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(row), ensure_ascii=False, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read_log(folder: str | os.PathLike[str], kind: str = "requests") -> pd.DataFrame:
