@@ -155,7 +155,8 @@ def part1(args: argparse.Namespace, work: Path) -> None:
         status, _ = post(srv.url + "/v1/answer", {"question": "Does aspirin prevent stroke?"})
         took = time.perf_counter() - t0
         srv.stop()
-        print(f"  start {i + 1}: {took:.2f} s to the first answer (status {status}) ({load_note()})")
+        ready = next((line.split("; ", 1)[-1] for line in srv.output if "ready" in line), "")
+        print(f"  start {i + 1}: {took:.2f} s to the first answer (status {status}; {ready}) ({load_note()})")
 
 
 def part2(args: argparse.Namespace, work: Path) -> None:

@@ -324,8 +324,11 @@ def create_app(config: ServeConfig, bundles: Sequence[Bundle] | None = None) -> 
         from workbench.bundles import load_bundle
         from workbench.llm import litellm_module
 
+        t0 = time.perf_counter()
         state.bundles = list(bundles) if bundles is not None else [load_bundle(p) for p in config.bundles]
+        t1 = time.perf_counter()
         await asyncio.to_thread(litellm_module)  # import litellm now, not on the first request
+        t2 = time.perf_counter()
         for b in state.bundles:
             if b.retriever is not None:  # load the embedder and warm the index with one search
                 await asyncio.to_thread(b.retriever.search, ["warm-up"])
@@ -343,7 +346,8 @@ def create_app(config: ServeConfig, bundles: Sequence[Bundle] | None = None) -> 
         sys.stdout.write(
             f"llmops serve: ready, pid {os.getpid()}, bundle(s) "
             f"{', '.join(b.variant + ' ' + b.hash[:12] for b in state.bundles)}, "
-            f"log {state.log_dir if state.log_dir else 'off'}\n"
+            f"log {state.log_dir if state.log_dir else 'off'}; verify+load {t1 - t0:.1f} s, litellm import "
+            f"{t2 - t1:.1f} s, warm-up {time.perf_counter() - t2:.1f} s\n"
         )
         sys.stdout.flush()
         try:
