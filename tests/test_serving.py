@@ -285,6 +285,7 @@ def _load(url: str, n: int, concurrency: int, stop_after: float | None = None) -
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_load_2000_requests_no_lost_rows_no_5xx(bundles, tmp_path):
     _, _, rag, _ = bundles
     log_dir = tmp_path / "load"
@@ -298,6 +299,7 @@ def test_load_2000_requests_no_lost_rows_no_5xx(bundles, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_kill_9_mid_load_leaves_a_readable_log(bundles, tmp_path):
     _, _, rag, _ = bundles
     log_dir = tmp_path / "killed"
