@@ -36,9 +36,14 @@ _EXPORTS = {
     "ModelError": "workbench.errors",
     "ModelFatalError": "workbench.errors",
     "NotFoundError": "workbench.errors",
+    "BundleError": "workbench.errors",
+    "Bundle": "workbench.bundles",
+    "load_bundle": "workbench.bundles",
 }
 
 __all__ = [
+    "Bundle",
+    "BundleError",
     "Dataset",
     "DatasetError",
     "Experiment",
@@ -61,6 +66,7 @@ __all__ = [
     "WorkspaceError",
     "WorkspaceLockedError",
     "__version__",
+    "load_bundle",
     "metric",
     "open",
 ]
@@ -87,8 +93,10 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 if TYPE_CHECKING:
+    from workbench.bundles import Bundle, load_bundle
     from workbench.datasets import Dataset
     from workbench.errors import (
+        BundleError,
         DatasetError,
         MetricError,
         ModelError,

@@ -346,6 +346,15 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
 _EXTRA_COMMANDS: list[Any] = []
 
 
+def _deploy_commands(sub: Any, common: argparse.ArgumentParser, progress: argparse.ArgumentParser) -> None:
+    from workbench.cli_deploy import add_commands
+
+    add_commands(sub, common, progress)
+
+
+_EXTRA_COMMANDS.append(_deploy_commands)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from workbench.providers import configure_environment
 

@@ -56,3 +56,7 @@ class ModelFatalError(ModelError):
 
 class NotFoundError(WorkbenchError):
     """A named object (dataset, prompt, run, variant) does not exist in the workspace."""
+
+
+class BundleError(ValidationError):
+    """A bundle cannot be exported, or a bundle on disk is incomplete, tampered with or unsafe to open."""

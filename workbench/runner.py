@@ -510,6 +510,12 @@ class Run:
         """Every feedback row of this run."""
         return self.store.feedback(self.run_id)
 
+    def export(self, path: Any, variant: str | None = None, **options: Any) -> Any:
+        """Write a variant (default: the winner on ``metric=``) as a deployable bundle; see workbench.bundles."""
+        from workbench import bundles
+
+        return bundles.export(self, path, variant, **options)
+
     # -- analysis (workbench.analysis) -------------------------------------------------------
 
     def compare(
