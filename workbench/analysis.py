@@ -253,9 +253,7 @@ def winner(
     cis = variant_cis(run, metric, seed=seed).set_index("variant")
     table = cis.join(board[[c for c in _BOARD_COLUMNS if c in board.columns]])
     checks = check_constraints(board, rules)
-    failures: dict[str, list[str]] = {
-        v: [c.describe() for c in checks.get(v, []) if not c.passed] for v in table.index
-    }
+    failures: dict[str, list[str]] = {v: [c.describe() for c in checks.get(v, []) if not c.passed] for v in table.index}
     table["qualifies"] = [not failures[v] for v in table.index]
     table["failed"] = ["; ".join(failures[v]) for v in table.index]
     table = table.reset_index()

@@ -56,3 +56,7 @@ class ModelFatalError(ModelError):
 
 class NotFoundError(WorkbenchError):
     """A named object (dataset, prompt, run, variant) does not exist in the workspace."""
+
+
+class PromotionError(WorkbenchError):
+    """A bundle may not move to the stage asked (failed gates, missing approval, wrong order)."""

@@ -40,8 +40,10 @@ if TYPE_CHECKING:
 __all__ = [
     "SAFETY_FLAGS",
     "ABResult",
+    "LogDatasetPreview",
     "MonitorReport",
     "ab",
+    "dataset_from_log",
     "monitor",
     "read_feedback",
     "read_requests",
@@ -448,9 +450,7 @@ def question_drift(
     cut = float(np.quantile(ref_nn, 0.95))
     far = prod_nn > cut
     order = np.argsort(-prod_nn)[:5]
-    centroid_cos = float(
-        xp.mean(0) @ xr.mean(0) / (np.linalg.norm(xp.mean(0)) * np.linalg.norm(xr.mean(0)) + 1e-12)
-    )
+    centroid_cos = float(xp.mean(0) @ xr.mean(0) / (np.linalg.norm(xp.mean(0)) * np.linalg.norm(xr.mean(0)) + 1e-12))
     return {
         "status": "drift" if test.shifted else "ok",
         "drifted": test.shifted,
@@ -483,7 +483,7 @@ def _reference_scores(store: Store | None, run_id: str | None, variant: str | No
     scores = []
     for (raw,) in rows:
         hits = json.loads(raw) if isinstance(raw, str) else raw
-        values = [h.get("score") for h in hits or [] if isinstance(h, dict) and h.get("score") is not None]
+        values = [float(h["score"]) for h in hits or [] if isinstance(h, dict) and h.get("score") is not None]
         if values:
             scores.append(float(max(values)))
     return scores or None
@@ -612,9 +612,11 @@ class MonitorReport:
         frame = self.windows.copy()
         base = alt.Chart(frame).encode(x=alt.X("window:T", title=None)).properties(width=260, height=140)
         volume = base.mark_bar().encode(y=alt.Y("requests:Q")).properties(title="requests")
-        errors = base.mark_line(point=True, color="firebrick").encode(
-            y=alt.Y("error_rate:Q", axis=alt.Axis(format="%"))
-        ).properties(title="error rate")
+        errors = (
+            base.mark_line(point=True, color="firebrick")
+            .encode(y=alt.Y("error_rate:Q", axis=alt.Axis(format="%")))
+            .properties(title="error rate")
+        )
         lat = (
             alt.Chart(frame)
             .transform_fold(["latency_p50_ms", "latency_p95_ms"], as_=["quantile", "ms"])
@@ -634,9 +636,11 @@ class MonitorReport:
             else "<b style='color:#c62828'>" + "<br>".join(html.escape(a.message) for a in self.alerts) + "</b>"
         )
         text = html.escape(str(self)).replace("\n", "<br>")
-        return f"<div><p>{status}</p><p style='font-family:monospace'>{text}</p>" + self.windows.to_html(
-            index=False, float_format=lambda x: f"{x:.4g}"
-        ) + "</div>"
+        return (
+            f"<div><p>{status}</p><p style='font-family:monospace'>{text}</p>"
+            + self.windows.to_html(index=False, float_format=lambda x: f"{x:.4g}")
+            + "</div>"
+        )
 
 
 def _pct(x: float) -> str:
@@ -667,20 +671,20 @@ def _thresholds(given: Mapping[str, float | None] | Sequence[str] | None) -> dic
     out = dict(DEFAULT_THRESHOLDS)
     if not given:
         return out
+    items: list[tuple[str, float | None]] = []
     if isinstance(given, Mapping):
-        items = list(given.items())
+        items = [(str(k), v) for k, v in given.items()]
     else:
         from workbench.analysis import parse_constraints
 
-        items = []
-        for name, op, value in parse_constraints(list(given)):
+        for name, op, number in parse_constraints(list(given)):
             if op not in ("<=", "<"):
-                raise ValidationError(f"monitor thresholds are upper bounds (NAME<=VALUE), got {name}{op}{value:g}")
-            items.append((name, value))
-    for name, value in items:
+                raise ValidationError(f"monitor thresholds are upper bounds (NAME<=VALUE), got {name}{op}{number:g}")
+            items.append((name, number))
+    for name, limit in items:
         if name not in out:
             raise ValidationError(f"unknown monitor threshold {name!r}; known: {sorted(out)}")
-        out[name] = None if value is None else float(value)
+        out[name] = None if limit is None else float(limit)
     return out
 
 
@@ -1005,8 +1009,172 @@ def ab(
         else:
             more = (
                 f"at the observed difference about {int(needed):,} requests per arm are needed for {int(power * 100)}% "
-                f"power (have {have:,}"
-                + (f"; about {int(needed) - have:,} more per arm)" if needed > have else ")")
+                f"power (have {have:,}" + (f"; about {int(needed) - have:,} more per arm)" if needed > have else ")")
             )
         message = f"not yet significant on {metric} (alpha {alpha}): {head}; {more}."
     return ABResult(metric, hib, table, result, verdict, alpha, needed, message)
+
+
+# --------------------------------------------------------------------------------------------------
+# feedback loop: served requests -> a new dataset version
+
+
+@dataclass
+class LogDatasetPreview:
+    """Served requests about to become a dataset version: review them (``_repr_html_``), then ``save()``."""
+
+    name: str
+    rows: list[dict[str, Any]]
+    id_column: str
+    new_rows: list[dict[str, Any]]
+    report: dict[str, Any]
+    store: Store = field(repr=False)
+    saved: Any = None
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The new cases (the existing ones are kept as they are)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.new_rows)
+
+    def save(self) -> Any:
+        """Store the dataset version (existing cases + the new ones) and return it."""
+        from workbench import datasets
+
+        if not self.new_rows:
+            raise ValidationError(f"nothing to save: {self.summary()}")
+        if self.saved is None:
+            self.saved = datasets.add(self.store, self.name, self.rows, id=self.id_column)
+        return self.saved
+
+    def summary(self) -> str:
+        r = self.report
+        base = f" added to {r['base']} ({r['base_cases']} cases)" if r.get("base") else ""
+        return (
+            f"{r['new_cases']} new case(s) for dataset {self.name!r}{base}: {r['requests']} request(s) in the log, "
+            f"{r['selected']} selected, {r['duplicates_of_existing']} already in the dataset, "
+            f"{r['duplicates_in_log']} repeated in the log"
+        )
+
+    def __repr__(self) -> str:
+        state = f"saved as {self.saved.ref}" if self.saved is not None else "not saved yet: call .save()"
+        return f"<LogDatasetPreview {self.summary()}; {state}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        state = (
+            f"saved as <b>{html.escape(self.saved.ref)}</b>"
+            if self.saved is not None
+            else "review below, then call <code>.save()</code>"
+        )
+        return f"<p>{html.escape(self.summary())}; {state}</p>" + self.to_pandas().head(50).to_html(
+            index=False, max_colwidth=80
+        )
+
+
+def dataset_from_log(
+    store: Store,
+    log: str | os.PathLike[str],
+    name: str,
+    *,
+    where: str | None = None,
+    with_feedback: bool = True,
+    include_errors: bool = False,
+    base: Any = None,
+) -> LogDatasetPreview:
+    """Turn served requests into new cases of dataset ``name`` (a preview: nothing is stored until ``save()``).
+
+    Each request becomes a case with its input fields (``question`` ...), the served answer as
+    ``served_output``, its ``request_id``, ``bundle_hash``, ``arm``, ``served_at`` and feedback as
+    ``feedback_rating`` / ``feedback_label`` / ``feedback_comment``. ``with_feedback`` keeps only
+    requests somebody rated; ``where`` is a SQL condition over the log (``"rating <= 2"``). Requests
+    whose inputs (compared without case and extra whitespace) are already cases of the dataset, or
+    that repeat an earlier selected request, are dropped. The new version holds the existing cases
+    unchanged (same case ids) plus the new ones, so the next experiment runs on both.
+    """
+    from workbench import datasets as _ds
+    from workbench.datasets import _normalize_text
+    from workbench.store import dumps
+
+    frame = read_requests(log, where=where)
+    total = len(frame)
+    if not include_errors:
+        frame = frame[~frame["failed"].astype(bool)]
+    if with_feedback:
+        frame = frame[frame["rating"].notna() | frame["label"].notna() | frame["comment"].notna()]
+    existing = None
+    if base is not None:
+        existing = base if isinstance(base, _ds.Dataset) else _ds.get(store, str(base))
+    else:
+        try:
+            existing = _ds.get(store, name)
+        except NotFoundError:
+            existing = None
+    id_column = (existing.id_column if existing is not None else None) or "case_id"
+    old_rows: list[dict[str, Any]] = []
+    if existing is not None:
+        for case_id, row in existing.cases():
+            old_rows.append(row if existing.id_column else {"case_id": case_id, **row})
+
+    def key(inputs: Mapping[str, Any]) -> str:
+        return dumps({k: _normalize_text(v) for k, v in inputs.items() if v is not None})
+
+    new_rows: list[dict[str, Any]] = []
+    seen_new: set[str] = set()
+    known_by_fields: dict[tuple[str, ...], set[str]] = {}
+    dup_existing = dup_log = 0
+    import json as _json
+
+    # latest request first, so the freshest served answer and feedback of a repeated question are kept
+    for rec in frame.sort_values("ts", ascending=False).to_dict("records"):
+        raw = rec.get("input")
+        inputs = _json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        if not isinstance(inputs, dict) or not inputs:
+            continue
+        k = key(inputs)
+        fields = tuple(sorted(inputs))
+        if fields not in known_by_fields:  # existing cases keyed on the same input fields
+            known_by_fields[fields] = {key({f: r.get(f) for f in fields}) for r in old_rows}
+        if k in known_by_fields[fields]:
+            dup_existing += 1
+            continue
+        if k in seen_new:
+            dup_log += 1
+            continue
+        seen_new.add(k)
+        new_rows.append(
+            {
+                **inputs,
+                id_column: str(rec["request_id"]),
+                "request_id": str(rec["request_id"]),
+                "served_output": rec.get("output"),
+                "served_at": str(rec.get("ts")),
+                "bundle_hash": rec.get("bundle_hash"),
+                "arm": rec.get("arm"),
+                "feedback_rating": _clean_number(rec.get("rating")),
+                "feedback_label": rec.get("label"),
+                "feedback_comment": rec.get("comment"),
+            }
+        )
+    new_rows.reverse()  # back to time order
+    report = {
+        "requests": int(total),
+        "selected": int(len(frame)),
+        "duplicates_of_existing": dup_existing,
+        "duplicates_in_log": dup_log,
+        "new_cases": len(new_rows),
+        "base": existing.ref if existing is not None else None,
+        "base_cases": existing.n_cases if existing is not None else 0,
+    }
+    columns: dict[str, None] = {}
+    for r in old_rows + new_rows:
+        columns.update(dict.fromkeys(r))
+    rows = [{c: r.get(c) for c in columns} for r in old_rows + new_rows]
+    return LogDatasetPreview(name, rows, id_column, new_rows, report, store)
+
+
+def _clean_number(x: Any) -> float | None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return float(x)

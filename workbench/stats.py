@@ -568,7 +568,7 @@ def two_sample_compare(
     sd_b = float(xb.std(ddof=1)) if nb > 1 else math.nan
     diff = mean_a - mean_b
     resolved = method if method != "auto" else ("permutation" if na + nb <= _PERMUTATION_MAX_TOTAL else "welch")
-    base = dict(mean_a=mean_a, mean_b=mean_b, diff=diff, n_a=na, n_b=nb, confidence=confidence,
+    base: dict[str, Any] = dict(mean_a=mean_a, mean_b=mean_b, diff=diff, n_a=na, n_b=nb, confidence=confidence,
                 sd_a=sd_a, sd_b=sd_b, n_dropped=dropped)  # fmt: skip
     if na < 2 or nb < 2:
         why = f"n_a={na}, n_b={nb}: need at least 2 values in each sample"
