@@ -31,7 +31,10 @@ def _rows(rows: list[dict]) -> list[dict]:
 
 def _run(ws: wb.Workspace, ds: wb.Dataset) -> wb.Run:
     exp = ws.experiment(
-        ds, PROMPT, [{"name": "extractive", "model": "local/extractive"}], [{"name": "token_f1", "expected": "long_answer"}]
+        ds,
+        PROMPT,
+        [{"name": "extractive", "model": "local/extractive"}],
+        [{"name": "token_f1", "expected": "long_answer"}],
     )
     return exp.run(progress=False)
 

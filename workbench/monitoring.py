@@ -204,12 +204,11 @@ def _attach(
             WHERE r.request_id IS NOT NULL AND r.ts IS NOT NULL
             """
         )
-    con.execute("CREATE OR REPLACE TEMP VIEW requests AS SELECT * FROM all_requests" + _where(where))
-    if where:
-        try:
-            con.execute("SELECT * FROM requests LIMIT 0")
-        except duckdb.Error as exc:
-            raise ValidationError(f"where={where!r} is not a valid condition over the request log: {exc}") from exc
+    try:
+        con.execute("CREATE OR REPLACE TEMP VIEW requests AS SELECT * FROM all_requests" + _where(where))
+        con.execute("SELECT * FROM requests LIMIT 0")
+    except duckdb.Error as exc:
+        raise ValidationError(f"where={where!r} is not a valid condition over the request log: {exc}") from exc
     return len(files)
 
 
