@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from workbench.errors import ValidationError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _rating(p_good: dict[str, float]):  # noqa: ANN202 - a small factory
+def _rating(p_good: dict[str, float]) -> Callable[[random.Random, dict], float | None]:
     """Ratings 1-5: a 'good' answer gets 4 or 5, a poor one 1-3; 70% of requests are rated."""
 
     def rate(rng: random.Random, req: dict) -> float | None:
