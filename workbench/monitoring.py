@@ -1067,9 +1067,11 @@ class LogDatasetPreview:
             if self.saved is not None
             else "review below, then call <code>.save()</code>"
         )
-        return f"<p>{html.escape(self.summary())}; {state}</p>" + self.to_pandas().head(50).to_html(
-            index=False, max_colwidth=80
-        )
+        import pandas as pd
+
+        with pd.option_context("display.max_colwidth", 80):
+            table = self.to_pandas().head(50).to_html(index=False)
+        return f"<p>{html.escape(self.summary())}; {state}</p>" + table
 
 
 def dataset_from_log(
