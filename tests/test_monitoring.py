@@ -193,3 +193,8 @@ def test_chart_and_html(env: dict) -> None:
     assert len(spec["vconcat"]) == 2
     html = report._repr_html_()
     assert "no alerts" in html and "<table" in html
+    from workbench.magics import llmops
+
+    shown = llmops(f"monitor {log} --window 15m --workspace {env['ws'].path}")
+    assert isinstance(shown, monitoring.MonitorReport) and shown.window == "15m"
+    assert shown.summary == monitoring.monitor(log, window="15m").summary

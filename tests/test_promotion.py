@@ -161,3 +161,13 @@ def test_prod_rechecks_gates_on_newer_dataset_versions(setup: dict) -> None:
     # the re-run reused the cached answers of the 30 original cases: only the 40 new ones were computed
     res = ws.get_run(ok.gate_run_id).results()
     assert int(res["cached"].sum()) >= 30
+
+
+def test_monitor_uses_the_bundle_eval_dataset(setup: dict) -> None:
+    from synthetic_log import OFF_TOPIC, make_requests, write_log
+
+    ws, run, f1 = setup["ws"], setup["run"], setup["f1"]
+    bundle = write_bundle(run, "ctx", [("token_f1", ">=", f1 - 0.05)], setup["tmp"] / "served", salt="m")
+    log = write_log(setup["tmp"] / "served-log", make_requests(200, questions=OFF_TOPIC, seed=4))
+    report = ws.monitor(log, bundle=bundle)
+    assert report.drift["reference"] == "pubmed@v1" and report.drift["drifted"]

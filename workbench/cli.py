@@ -350,17 +350,14 @@ _EXTRA_COMMANDS: list[Any] = []
 # -- production: ab, monitor, gate, promote (workbench.monitoring, workbench.promotion) --------------
 
 
-def cmd_ab(args: argparse.Namespace) -> int:
-    result = _workspace(args).ab(args.log, args.metric, arms=(args.arm_a, args.arm_b), where=args.where,
-                                 alpha=args.alpha)  # fmt: skip
-    _print_json(result.as_dict()) if args.json else sys.stdout.write(f"{result}\n")
-    return 0
+def _ab(args: argparse.Namespace) -> Any:
+    return _workspace(args).ab(args.log, args.metric, arms=(args.arm_a, args.arm_b), where=args.where, alpha=args.alpha)
 
 
-def cmd_monitor(args: argparse.Namespace) -> int:
+def _monitor(args: argparse.Namespace) -> Any:
     from workbench.analysis import bounds
 
-    report = _workspace(args).monitor(
+    return _workspace(args).monitor(
         args.log,
         dataset=args.dataset,
         bundle=args.bundle,
@@ -370,14 +367,28 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         thresholds=bounds(None, args.max),
         cache=not args.no_cache,
     )
+
+
+def _gate(args: argparse.Namespace) -> Any:
+    from workbench.analysis import bounds
+
+    return _workspace(args).gate(args.target, bounds(args.min, args.max), variant=args.variant)
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    result = _ab(args)
+    _print_json(result.as_dict()) if args.json else sys.stdout.write(f"{result}\n")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    report = _monitor(args)
     _print_json(report.as_dict()) if args.json else sys.stdout.write(f"{report}\n")
     return EXIT_RUN_FAILED if report.alerts else 0
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from workbench.analysis import bounds
-
-    report = _workspace(args).gate(args.target, bounds(args.min, args.max), variant=args.variant)
+    report = _gate(args)
     _print_json(report.as_dict()) if args.json else sys.stdout.write(f"{report}\n")
     return 0 if report.passed else EXIT_RUN_FAILED
 
@@ -494,6 +505,8 @@ def _add_ops_commands(sub: Any, common: argparse.ArgumentParser, progress: argpa
 
 
 _EXTRA_COMMANDS.append(_add_ops_commands)
+# Commands whose result object the %llmops magic returns for display (report HTML, charts).
+RESULT_BUILDERS: dict[str, Any] = {"ab": _ab, "monitor": _monitor, "gate": _gate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
