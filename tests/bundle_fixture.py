@@ -2,7 +2,8 @@
 
 The promotion tests need bundles before ``run.export`` exists on this branch; this writes exactly the
 fields the bundle contract names (format_version, bundle_hash, files, run_id, variant, dataset, prompt,
-model, retriever, metrics, gates, eval) from the run's own records, so promotion reads what export writes.
+model, retriever, metrics, gates, eval, and manifest_digest) from the run's own records, with the hashes
+computed as ``workbench.bundles`` computes them, so promotion reads what export writes.
 """
 
 from __future__ import annotations
@@ -18,17 +19,25 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _digest(value: Any) -> str:
+    """sha256 of canonical JSON, as workbench.bundles computes bundle_hash and manifest_digest."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def write_bundle(run: Any, variant: str, gates: list[tuple[str, str, float]], path: Path, salt: str = "") -> Path:
     """Write a bundle of ``variant`` of ``run`` with ``gates`` [(metric, op, threshold)] to ``path``."""
     info = run.info
     rv = {v["variant"]: v for v in run.store.run_variants(run.run_id)}[variant]
     board = run.leaderboard().set_index("variant")
-    row = {k: (None if v != v else v) for k, v in board.loc[variant].to_dict().items()}  # NaN -> None
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in board.loc[variant].to_dict().items()}
+    row = {k: (None if v != v else v) for k, v in row.items()}  # NaN -> None
     exp = run.experiment
     v = {x.name: x for x in exp.variants}[variant]
     path.mkdir(parents=True, exist_ok=True)
     (path / "prompt.json").write_text(json.dumps(v.prompt.record()), encoding="utf-8")
     (path / "model.json").write_text(json.dumps(v.model.record()["config"]), encoding="utf-8")
+    (path / "note.txt").write_text(f"test bundle {salt}\n", encoding="utf-8")  # distinct bundles, distinct hashes
     (path / "eval").mkdir(exist_ok=True)
     results = run.results()
     keep = results[results["variant"] == variant][["case_id", "output"]]
@@ -56,8 +65,7 @@ def write_bundle(run: Any, variant: str, gates: list[tuple[str, str, float]], pa
         "gates": checks,
         "eval": {"leaderboard": row, "n_cases": int(row.get("n") or 0)},
     }
-    manifest["bundle_hash"] = hashlib.sha256(
-        json.dumps({"files": files, "gates": checks, "salt": salt}, sort_keys=True).encode()
-    ).hexdigest()
+    manifest["bundle_hash"] = _digest(files)
+    manifest["manifest_digest"] = _digest(manifest)
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
     return path

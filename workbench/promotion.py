@@ -113,14 +113,16 @@ def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
 
 
 def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The verified manifest: through ``workbench.bundles`` when it is installed, else :func:`read_manifest`."""
+    """The verified manifest: by ``workbench.bundles.verify`` when that module exists, else :func:`read_manifest`."""
     try:
-        from workbench import bundles  # type: ignore[attr-defined]
+        from workbench import bundles  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return read_manifest(path)
-    loaded = bundles.load_bundle(path)  # verifies every hash
-    manifest = getattr(loaded, "manifest", None)
-    return dict(manifest) if manifest is not None else read_manifest(path)
+    verify = getattr(bundles, "verify", None)
+    if verify is None:
+        return read_manifest(path)
+    _folder, manifest = verify(path)
+    return dict(manifest)
 
 
 def is_bundle(target: str | os.PathLike[str]) -> bool:
