@@ -14,15 +14,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _hits(retrieved: Any) -> str | None:
+    if not isinstance(retrieved, list):
+        return None
+    return _canonical([{k: h[k] for k in ("chunk_id", "doc_id", "score")} for h in retrieved])
+
+
 def _digest(value: Any) -> str:
     """sha256 of canonical JSON, as workbench.bundles computes bundle_hash and manifest_digest."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_canonical(value).encode("utf-8")).hexdigest()
 
 
 def write_bundle(run: Any, variant: str, gates: list[tuple[str, str, float]], path: Path, salt: str = "") -> Path:
@@ -40,8 +51,27 @@ def write_bundle(run: Any, variant: str, gates: list[tuple[str, str, float]], pa
     (path / "note.txt").write_text(f"test bundle {salt}\n", encoding="utf-8")  # distinct bundles, distinct hashes
     (path / "eval").mkdir(exist_ok=True)
     results = run.results()
-    keep = results[results["variant"] == variant][["case_id", "output"]]
-    keep.to_parquet(path / "eval" / "cases.parquet", index=False)
+    keep = results[results["variant"] == variant]
+    inputs = dict(exp.dataset.cases())
+    labels = [m["label"] for m in info["spec"]["metrics"]]
+    cases = pd.DataFrame(
+        {
+            "case_id": keep["case_id"],
+            "repeat": keep["repeat"],
+            "inputs": [_canonical(inputs[c]) for c in keep["case_id"]],
+            "output": keep["output"],
+            **{label: keep[label].astype("float64") for label in labels},
+            "error": keep["error"],
+            "latency_ms": keep["latency_ms"],
+            "retrieved": [
+                _canonical([{k: h[k] for k in ("chunk_id", "doc_id", "score")} for h in r])
+                if isinstance(r, list)
+                else None
+                for r in keep["retrieved"]
+            ],
+        }
+    )
+    cases.to_parquet(path / "eval" / "cases.parquet", index=False)
     files = {p.relative_to(path).as_posix(): _sha(p) for p in sorted(path.rglob("*")) if p.is_file()}
     files.pop("manifest.json", None)
     checks = []

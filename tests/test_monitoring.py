@@ -123,6 +123,25 @@ def test_question_drift_off_topic_detected_held_out_not(env: dict) -> None:
     assert "questions drifted from eval@v1" in str(drifted)
 
 
+def test_retrieval_drift_against_a_bundle_eval_reference(env: dict) -> None:
+    import pandas as pd
+
+    held = env["held"]
+    cases = pd.DataFrame(
+        {
+            "inputs": [json.dumps({"question": r["question"]}) for r in held[:50]],
+            "retrieved": [json.dumps([{"chunk_id": "c", "doc_id": "d", "score": s} for s in env["score"](None, r)])
+                          for r in held[:50]],
+        }
+    )  # fmt: skip
+    questions, scores = monitoring.bundle_eval_reference(cases)
+    assert questions == [r["question"] for r in held[:50]] and len(scores) == 50
+    off = write_log(env["tmp"] / "ret-bundle", make_requests(300, questions=OFF_TOPIC, scores=env["score"], seed=12))
+    report = monitoring.monitor(off, reference=questions, retrieval_reference=("bundle eval", scores))
+    assert report.retrieval["reference"] == "bundle eval" and report.retrieval["drifted"]
+    assert report.retrieval["mean_current"] < report.retrieval["mean_reference"]
+
+
 def test_retrieval_score_drift(env: dict) -> None:
     calm = make_requests(800, questions=env["held"], scores=env["score"], seed=4)
     early = make_requests(400, questions=env["held"], scores=env["score"], seed=5)

@@ -171,3 +171,7 @@ def test_monitor_uses_the_bundle_eval_dataset(setup: dict) -> None:
     log = write_log(setup["tmp"] / "served-log", make_requests(200, questions=OFF_TOPIC, seed=4))
     report = ws.monitor(log, bundle=bundle)
     assert report.drift["reference"] == "pubmed@v1" and report.drift["drifted"]
+    # monitored from another workspace: the bundle's own eval cases are the reference
+    elsewhere = wb.open(setup["tmp"] / "ops-ws").monitor(log, bundle=bundle)
+    d = elsewhere.drift
+    assert d["reference"] == f"eval cases of bundle {bundle}" and d["drifted"] and d["n_reference"] == 30

@@ -468,6 +468,24 @@ def question_drift(
     }
 
 
+def bundle_eval_reference(cases: pd.DataFrame, question: str = "question") -> tuple[list[str], list[float]]:
+    """Eval questions and best retrieval scores from a bundle's ``eval/cases.parquet`` (JSON inputs, retrieved)."""
+    import json
+
+    questions: list[str] = []
+    scores: list[float] = []
+    for raw in cases.get("inputs", []):
+        inputs = json.loads(raw) if isinstance(raw, str) else raw
+        if isinstance(inputs, dict) and inputs.get(question):
+            questions.append(str(inputs[question]))
+    for raw in cases.get("retrieved", []):
+        hits = json.loads(raw) if isinstance(raw, str) else raw
+        values = [float(h["score"]) for h in hits or [] if isinstance(h, dict) and h.get("score") is not None]
+        if values:
+            scores.append(max(values))
+    return questions, scores
+
+
 def _reference_scores(store: Store | None, run_id: str | None, variant: str | None) -> list[float] | None:
     """Best retrieval score per eval cell of a run's variant (what the retriever saw on the eval set)."""
     import json
@@ -703,13 +721,16 @@ def monitor(
     safety_sample: int = 20000,
     seed: int = 0,
     cache: bool = True,
+    retrieval_reference: tuple[str, Sequence[float]] | None = None,
+    reference_name: str | None = None,
 ) -> MonitorReport:
     """Monitor a request log: per-window figures, drift against the eval set, safety flags, alerts.
 
     ``reference`` is the eval dataset (a Dataset, its name in ``store``, a DataFrame or a list of
     questions) the production questions are compared with; ``run_id``/``variant`` name the eval run
     whose retrieval scores are the reference for retrieval drift (else the first half of the log's
-    traffic is compared with the second half). Drift uses a seeded sample of ``drift_sample``
+    traffic is compared with the second half; ``retrieval_reference`` = (name, scores) gives them
+    directly, e.g. from a bundle's eval cases). Drift uses a seeded sample of ``drift_sample``
     requests; safety flags are counted on every request up to ``safety_sample`` (a seeded uniform
     sample above, said so in the report). ``cache`` keeps a Parquet copy of finished log segments in
     ``<log>/.monitor-cache/`` so the next call parses only new or grown segments.
@@ -780,17 +801,20 @@ def monitor(
                 ).fetchall()
             ]
             drift = question_drift(prod, ref_questions, alpha=alpha, seed=seed)
-            drift["reference"] = ref_name
+            drift["reference"] = reference_name or ref_name
         else:
             drift = {"status": "skipped", "reason": "no eval dataset given (reference=... / --dataset / --bundle)"}
         # retrieval scores: the eval run's, else the first half of traffic
+        ref_name = f"eval run {run_id}"
         ref_scores = _reference_scores(store, run_id, variant)
+        if ref_scores is None and retrieval_reference is not None:
+            ref_name, ref_scores = retrieval_reference[0], list(retrieval_reference[1]) or None
         if ref_scores is not None:
             cur = [r[0] for r in con.execute(
                 f"SELECT top_score FROM (SELECT top_score FROM requests WHERE top_score IS NOT NULL) "
                 f"USING SAMPLE reservoir({int(max(drift_sample, 5000))} ROWS) REPEATABLE ({int(seed)})"
             ).fetchall()]  # fmt: skip
-            retrieval = retrieval_drift(cur, ref_scores, f"eval run {run_id}", alpha)
+            retrieval = retrieval_drift(cur, ref_scores, ref_name, alpha)
         else:
             halves = con.execute(
                 f"""

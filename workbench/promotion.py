@@ -125,6 +125,31 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(manifest)
 
 
+def bundle_eval_cases(path: str | os.PathLike[str]) -> pd.DataFrame | None:
+    """A verified bundle's ``eval/cases.parquet`` (None when it has none)."""
+    import io
+
+    import pandas as pd
+
+    try:
+        from workbench import bundles  # type: ignore[attr-defined,unused-ignore]
+
+        folder, _manifest = bundles.verify(path)
+        target = Path(folder) / "eval" / "cases.parquet"
+        return pd.read_parquet(target) if target.is_file() else None
+    except ImportError:
+        pass
+    manifest = read_manifest(path)
+    if "eval/cases.parquet" not in (manifest.get("files") or {}):
+        return None
+    p = Path(path)
+    if p.is_dir():
+        return pd.read_parquet(p / "eval" / "cases.parquet")
+    with zipfile.ZipFile(p) as zf:
+        name = next(n for n in zf.namelist() if n.endswith("eval/cases.parquet"))
+        return pd.read_parquet(io.BytesIO(zf.read(name)))
+
+
 def is_bundle(target: str | os.PathLike[str]) -> bool:
     p = Path(target)
     return (p.is_dir() and (p / "manifest.json").is_file()) or (p.is_file() and zipfile.is_zipfile(p))

@@ -317,17 +317,22 @@ class Workspace:
         from workbench import monitoring, promotion
 
         variant = options.pop("variant", None)
+        reference: Any = self.dataset(dataset) if isinstance(dataset, str) else dataset
         if bundle is not None:
             manifest = promotion.load_manifest(bundle)
             d = manifest.get("dataset") or {}
-            if dataset is None:
-                try:
-                    dataset = self.dataset(str(d.get("name")), d.get("hash"))
-                except NotFoundError:
-                    dataset = None
             run_id = run_id or manifest.get("run_id")
             variant = variant or manifest.get("variant")
-        reference = self.dataset(dataset) if isinstance(dataset, str) else dataset
+            cases = promotion.bundle_eval_cases(bundle)  # the bundle's own evidence, wherever it is monitored
+            if cases is not None:
+                questions, scores = monitoring.bundle_eval_reference(cases, options.get("question", "question"))
+                options.setdefault("retrieval_reference", (f"eval cases of bundle {bundle}", scores))
+            if reference is None:
+                try:
+                    reference = self.dataset(str(d.get("name")), d.get("hash"))
+                except NotFoundError:
+                    reference = questions if cases is not None and questions else None
+                    options.setdefault("reference_name", f"eval cases of bundle {bundle}")
         return monitoring.monitor(log, store=self.store, reference=reference, run_id=run_id, variant=variant, **options)
 
     def ab(self, log: str | os.PathLike[str], metric: str = "feedback", **options: Any) -> Any:
