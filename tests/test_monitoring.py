@@ -217,3 +217,19 @@ def test_chart_and_html(env: dict) -> None:
     shown = llmops(f"monitor {log} --window 15m --workspace {env['ws'].path}")
     assert isinstance(shown, monitoring.MonitorReport) and shown.window == "15m"
     assert shown.summary == monitoring.monitor(log, window="15m").summary
+
+
+def test_mmd_test_is_calibrated_and_sees_a_new_cluster() -> None:
+    from workbench import stats
+
+    rng = np.random.default_rng(0)
+    null_p = [
+        stats.mmd_test(rng.normal(size=(60, 16)), rng.normal(size=(80, 16)), n_resamples=199, seed=s).p_value
+        for s in range(40)
+    ]
+    assert 0.0 <= np.mean(np.array(null_p) < 0.05) <= 0.15  # about 5% false alarms under no drift
+    assert 0.35 < np.mean(null_p) < 0.65  # p-values roughly uniform
+    base = rng.normal(size=(100, 16))
+    novel = np.vstack([rng.normal(size=(70, 16)), rng.normal(loc=3.0, size=(30, 16))])  # 30% from elsewhere
+    for kernel in ("rbf", "linear"):
+        assert stats.mmd_test(novel, base, kernel=kernel).p_value < 0.01
