@@ -175,3 +175,19 @@ def test_monitor_uses_the_bundle_eval_dataset(setup: dict) -> None:
     elsewhere = wb.open(setup["tmp"] / "ops-ws").monitor(log, bundle=bundle)
     d = elsewhere.drift
     assert d["reference"] == f"eval cases of bundle {bundle}" and d["drifted"] and d["n_reference"] == 30
+
+
+def test_check_constraints_on_integer_and_missing_figures() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from workbench.analysis import check_constraints
+
+    board = pd.DataFrame({"errors": np.array([0, 3], dtype="int64"), "f1": [0.5, np.nan]}, index=["a", "b"])
+    checks = check_constraints(board, [("errors", "<=", 0.0), ("f1", ">=", 0.4)])
+    assert [c.passed for c in checks["a"]] == [True, True]
+    assert [c.passed for c in checks["b"]] == [False, False] and checks["b"][
+        1
+    ].describe() == "f1 missing (needs >= 0.4)"
+    with pytest.raises(ValidationError, match="known figures"):
+        check_constraints(board, [("f2", ">=", 0.1)])

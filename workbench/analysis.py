@@ -8,6 +8,7 @@ of a case are averaged first, so the unit of resampling is the case.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -193,7 +194,7 @@ def check_constraints(
         for v in frame.index:
             got = frame[name].get(v)
             number = None
-            if isinstance(got, (int, float)) and not isinstance(got, bool) and not math.isnan(float(got)):
+            if isinstance(got, numbers.Real) and not isinstance(got, bool) and not math.isnan(float(got)):
                 number = float(got)
             passed = number is not None and bool(_OPS[op](number, value))
             out[str(v)].append(Check(name, op, value, number, passed))
