@@ -36,6 +36,7 @@ _EXPORTS = {
     "ModelError": "workbench.errors",
     "ModelFatalError": "workbench.errors",
     "NotFoundError": "workbench.errors",
+    "PromotionError": "workbench.errors",
 }
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "ModelError",
     "ModelFatalError",
     "NotFoundError",
+    "PromotionError",
     "Prompt",
     "RetrievalError",
     "Run",
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
         ModelError,
         ModelFatalError,
         NotFoundError,
+        PromotionError,
         RetrievalError,
         SchemaVersionError,
         SpecError,

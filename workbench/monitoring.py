@@ -81,7 +81,7 @@ _ACTIVE_SECONDS = 5.0
 _FEEDBACK_COLUMNS = {"ts": "TIMESTAMPTZ", "request_id": "VARCHAR", "rating": "DOUBLE", "label": "VARCHAR",
                      "comment": "VARCHAR"}  # fmt: skip
 
-# Labels a thumbs widget sends, read as ratings 1/0 when no numeric rating is given.
+# Thumbs labels (up/down and the like), read as ratings 1/0 when no numeric rating is given.
 _GOOD_LABELS = ("up", "thumbs_up", "good", "positive", "helpful", "correct")
 _BAD_LABELS = ("down", "thumbs_down", "bad", "negative", "unhelpful", "wrong")
 
