@@ -22,6 +22,7 @@ EXPECTED = [
     "ModelError",
     "ModelFatalError",
     "NotFoundError",
+    "PromotionError",
     "Prompt",
     "RetrievalError",
     "Run",
@@ -72,7 +73,8 @@ def test_docstrings_name_no_face_that_does_not_exist():
     planned = {
         r"\bwidgets?\b": {"widgets", "widget"},
         r"\bserver extension\b": {"labserver", "server_extension", "serverextension", "jupyter_server"},
-        r"\bbundles?\b": {"bundles", "bundle"},
+        # promotion.py reads and verifies bundle manifests itself until workbench.bundles lands
+        r"\bbundles?\b": {"bundles", "bundle", "promotion"},
     }
     present = {p.stem for p in (ROOT / "workbench").rglob("*") if "__pycache__" not in p.parts}
     for path in (ROOT / "workbench").rglob("*.py"):

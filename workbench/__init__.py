@@ -39,6 +39,7 @@ _EXPORTS = {
     "BundleError": "workbench.errors",
     "Bundle": "workbench.bundles",
     "load_bundle": "workbench.bundles",
+    "PromotionError": "workbench.errors",
 }
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "ModelError",
     "ModelFatalError",
     "NotFoundError",
+    "PromotionError",
     "Prompt",
     "RetrievalError",
     "Run",
@@ -102,6 +104,7 @@ if TYPE_CHECKING:
         ModelError,
         ModelFatalError,
         NotFoundError,
+        PromotionError,
         RetrievalError,
         SchemaVersionError,
         SpecError,

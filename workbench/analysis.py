@@ -8,6 +8,7 @@ of a case are averaged first, so the unit of resampling is the case.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -143,6 +144,63 @@ def bounds(minimums: Sequence[str] | None, maximums: Sequence[str] | None) -> li
     return out
 
 
+@dataclass(frozen=True)
+class Check:
+    """One threshold checked against one variant's value (``value`` is None when the figure is missing)."""
+
+    metric: str
+    op: str
+    threshold: float
+    value: float | None
+    passed: bool
+
+    def describe(self) -> str:
+        if self.value is None:
+            return f"{self.metric} missing (needs {self.op} {self.threshold:g})"
+        return f"{self.metric} = {self.value:.4g} (needs {self.op} {self.threshold:g})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "op": self.op, "threshold": self.threshold, "value": self.value,
+                "passed": self.passed}  # fmt: skip
+
+
+def _board(run: Run) -> pd.DataFrame:
+    """The leaderboard indexed by variant, with the derived columns constraints may name."""
+    board = run.leaderboard().set_index("variant")
+    board["error_rate"] = board["errors"] / board["n"].where(board["n"] > 0)
+    board["cost_per_1k"] = board["cost"] / board["n"].where(board["n"] > 0) * 1000
+    return board
+
+
+def check_constraints(
+    board: pd.DataFrame | Mapping[str, Mapping[str, Any]], rules: Sequence[tuple[str, str, float]]
+) -> dict[str, list[Check]]:
+    """Every rule against every row of a leaderboard (variant -> figures): the one place thresholds are judged.
+
+    Used by :func:`winner` (which variants qualify), by release gates (``llmops gate``) and by
+    promotion. A missing or NaN figure fails its rule; an unknown name is an error listing the known ones.
+    """
+    import pandas as pd
+
+    frame = board if isinstance(board, pd.DataFrame) else pd.DataFrame.from_dict(dict(board), orient="index")
+    out: dict[str, list[Check]] = {str(v): [] for v in frame.index}
+    for name, op, value in rules:
+        if name not in frame.columns:
+            known = [c for c in frame.columns if c not in ("position",)]
+            raise ValidationError(
+                f"constraint on {name!r}: not a metric of this run nor one of {list(_BOARD_COLUMNS)}; "
+                f"known figures: {known}"
+            )
+        for v in frame.index:
+            got = frame[name].get(v)
+            number = None
+            if isinstance(got, numbers.Real) and not isinstance(got, bool) and not math.isnan(float(got)):
+                number = float(got)
+            passed = number is not None and bool(_OPS[op](number, value))
+            out[str(v)].append(Check(name, op, value, number, passed))
+    return out
+
+
 @dataclass
 class Decision:
     """The chosen variant (or None) and the evidence: every variant's numbers and why it was or was not chosen."""
@@ -192,30 +250,11 @@ def winner(
         else:  # a raw results column: latency, cost and tokens are better low
             higher_is_better = metric not in _LOWER_IS_BETTER_COLUMNS
     rules = parse_constraints(constraints)
-    board = run.leaderboard().set_index("variant")
-    board["error_rate"] = board["errors"] / board["n"].where(board["n"] > 0)
-    board["cost_per_1k"] = board["cost"] / board["n"].where(board["n"] > 0) * 1000
+    board = _board(run)
     cis = variant_cis(run, metric, seed=seed).set_index("variant")
     table = cis.join(board[[c for c in _BOARD_COLUMNS if c in board.columns]])
-    failures: dict[str, list[str]] = {v: [] for v in table.index}
-    for name, op, value in rules:
-        if name in table.columns:
-            column = table[name]
-        elif name in board.columns:
-            column = board[name]
-        else:
-            raise ValidationError(
-                f"constraint on {name!r}: not a metric of this run nor one of {list(_BOARD_COLUMNS)}; "
-                f"metrics: {[c for c in board.columns if c not in _BOARD_COLUMNS]}"
-            )
-        for v in table.index:
-            got = column.get(v)
-            if got is None or (isinstance(got, float) and math.isnan(got)) or not _OPS[op](got, value):
-                failures[v].append(
-                    f"{name} = {got:.4g} (needs {op} {value:g})"
-                    if isinstance(got, (int, float))
-                    else f"{name} missing (needs {op} {value:g})"
-                )
+    checks = check_constraints(board, rules)
+    failures: dict[str, list[str]] = {v: [c.describe() for c in checks.get(v, []) if not c.passed] for v in table.index}
     table["qualifies"] = [not failures[v] for v in table.index]
     table["failed"] = ["; ".join(failures[v]) for v in table.index]
     table = table.reset_index()

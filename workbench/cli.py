@@ -352,7 +352,14 @@ def _deploy_commands(sub: Any, common: argparse.ArgumentParser, progress: argpar
     add_commands(sub, common, progress)
 
 
+def _ops_commands(sub: Any, common: argparse.ArgumentParser, progress: argparse.ArgumentParser) -> None:
+    from workbench.cli_ops import add_commands
+
+    add_commands(sub, common, progress)
+
+
 _EXTRA_COMMANDS.append(_deploy_commands)
+_EXTRA_COMMANDS.append(_ops_commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

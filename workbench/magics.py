@@ -105,6 +105,10 @@ def llmops(line: str, cell: str | None = None) -> Any:
             from workbench.analysis import bounds
 
             return ws.get_run(args.run_id).winner(args.metric, bounds(args.min, args.max))
+        from workbench.cli_ops import RESULT_BUILDERS
+
+        if command in RESULT_BUILDERS:  # reports with HTML (and charts) to display
+            return RESULT_BUILDERS[command](args)
         # commands added by later modules fall back to the CLI's printed form
         args.func(args)
         return None

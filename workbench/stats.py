@@ -33,11 +33,16 @@ __all__ = [
     "CI",
     "Correlation",
     "PairedResult",
+    "ShiftResult",
+    "TwoSampleResult",
     "cohen_kappa",
     "holm",
     "mean_ci",
+    "mmd_test",
     "paired_compare",
+    "sample_size_two_means",
     "spearman",
+    "two_sample_compare",
 ]
 
 CIMethod = Literal["auto", "bca", "percentile", "basic"]
@@ -489,3 +494,213 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     scaled = (m - np.arange(m)) * p[order]
     out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# independent samples (A/B arms, traffic windows)
+
+# Above this many values in total the permutation test gives way to Welch's t-test (see two_sample_compare).
+_PERMUTATION_MAX_TOTAL = 5000
+
+
+@dataclass(frozen=True)
+class TwoSampleResult:
+    """Comparison of two independent samples (e.g. A/B arms); ``diff`` is ``mean(a) - mean(b)``."""
+
+    mean_a: float
+    mean_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_a: int
+    n_b: int
+    method: str
+    confidence: float = 0.95
+    ci_method: str = "percentile"
+    sd_a: float = math.nan
+    sd_b: float = math.nan
+    n_dropped: int = 0
+    reason: str | None = None
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        """True when the two-sided p-value is below ``alpha`` (False when it is NaN)."""
+        return bool(not math.isnan(self.p_value) and self.p_value < alpha)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def two_sample_compare(
+    a: Sequence[Any] | np.ndarray,
+    b: Sequence[Any] | np.ndarray,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int | None = 0,
+    method: Literal["auto", "permutation", "welch"] = "auto",
+) -> TwoSampleResult:
+    """Is ``mean(a)`` different from ``mean(b)`` when a and b are independent samples (A/B arms)?
+
+    Unlike :func:`paired_compare` nothing pairs the values (different users saw different arms).
+    The CI is a bootstrap of the difference of means that resamples each arm on its own (percentile
+    interval; ``scipy.stats.bootstrap`` with two samples). The p-value is two-sided:
+
+    - ``"permutation"``: Fisher-Pitman permutation test (arm labels are exchangeable under H0;
+      ``scipy.stats.permutation_test(..., permutation_type="independent")``); no distributional assumption.
+    - ``"welch"``: Welch's unequal-variance t-test (Welch 1947, ``scipy.stats.ttest_ind(equal_var=False)``);
+      valid for large arms by the central limit theorem and O(n), so it scales to millions of requests.
+    - ``"auto"`` (default): permutation up to 5000 values in total, Welch above.
+
+    Missing values are dropped (``n_dropped``); fewer than two values in an arm gives NaN with a reason.
+    """
+    _check_confidence(confidence)
+    if method not in ("auto", "permutation", "welch"):
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'permutation' or 'welch'")
+    xa = _as_float_array(a, "a")
+    xb = _as_float_array(b, "b")
+    dropped = int(np.isnan(xa).sum() + np.isnan(xb).sum())
+    xa, xb = xa[~np.isnan(xa)], xb[~np.isnan(xb)]
+    na, nb = int(xa.size), int(xb.size)
+    note = f"dropped {dropped} missing value(s)" if dropped else None
+    mean_a = float(xa.mean()) if na else math.nan
+    mean_b = float(xb.mean()) if nb else math.nan
+    sd_a = float(xa.std(ddof=1)) if na > 1 else math.nan
+    sd_b = float(xb.std(ddof=1)) if nb > 1 else math.nan
+    diff = mean_a - mean_b
+    resolved = method if method != "auto" else ("permutation" if na + nb <= _PERMUTATION_MAX_TOTAL else "welch")
+    base: dict[str, Any] = dict(mean_a=mean_a, mean_b=mean_b, diff=diff, n_a=na, n_b=nb, confidence=confidence,
+                sd_a=sd_a, sd_b=sd_b, n_dropped=dropped)  # fmt: skip
+    if na < 2 or nb < 2:
+        why = f"n_a={na}, n_b={nb}: need at least 2 values in each sample"
+        return TwoSampleResult(
+            ci_low=math.nan, ci_high=math.nan, p_value=math.nan, method=resolved, ci_method="none",
+            reason=f"{why}; {note}" if note else why, **base,
+        )  # fmt: skip
+    if np.all(xa == xa[0]) and np.all(xb == xb[0]):
+        p = 1.0 if xa[0] == xb[0] else 0.0
+        return TwoSampleResult(
+            ci_low=diff, ci_high=diff, p_value=p, method=resolved, ci_method="constant", reason=note, **base
+        )
+    import warnings
+
+    from scipy import stats
+
+    def mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+    batch = max(1, _BATCH_ELEMENTS // max(1, na + nb))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        boot = stats.bootstrap(
+            (xa, xb), mean_diff, n_resamples=min(n_resamples, 2000), confidence_level=confidence,
+            method="percentile", vectorized=True, batch=batch, **_rng_kwargs(seed),
+        )  # fmt: skip
+    ci_low, ci_high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+    if resolved == "permutation":
+        res = stats.permutation_test(
+            (xa, xb), mean_diff, permutation_type="independent", vectorized=True, n_resamples=n_resamples,
+            alternative="two-sided", batch=batch, **_rng_kwargs(seed),
+        )  # fmt: skip
+        p = float(min(1.0, res.pvalue))
+    else:
+        p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
+        if math.isnan(p):  # one arm constant and equal to the other's mean: no evidence of a difference
+            p = 1.0
+    return TwoSampleResult(
+        ci_low=ci_low, ci_high=ci_high, p_value=p, method=resolved, ci_method="bootstrap-percentile",
+        reason=note, **base,
+    )  # fmt: skip
+
+
+def sample_size_two_means(sd_a: float, sd_b: float, delta: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Values needed per arm to detect a true difference ``delta`` with a two-sided test (normal approximation).
+
+    ``n = (z_{1-alpha/2} + z_{power})^2 (sd_a^2 + sd_b^2) / delta^2`` (e.g. Chow, Shao & Wang,
+    *Sample Size Calculations in Clinical Research*, 2008, sec. 3.2). Infinite when ``delta`` is 0.
+    """
+    from scipy.stats import norm
+
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must be between 0 and 1, got {alpha!r} and {power!r}")
+    if not delta or math.isnan(delta) or math.isnan(sd_a) or math.isnan(sd_b):
+        return math.inf
+    z = float(norm.ppf(1 - alpha / 2) + norm.ppf(power))
+    return float(math.ceil(z * z * (sd_a * sd_a + sd_b * sd_b) / (delta * delta)))
+
+
+@dataclass(frozen=True)
+class ShiftResult:
+    """Permutation test of a shift between two sets of vectors (e.g. question embeddings)."""
+
+    statistic: float
+    threshold: float
+    p_value: float
+    n_a: int
+    n_b: int
+    n_resamples: int
+    alpha: float
+    kernel: str = "rbf"
+
+    @property
+    def shifted(self) -> bool:
+        return bool(self.p_value < self.alpha)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "shifted": self.shifted}
+
+
+def mmd_test(
+    a: np.ndarray,
+    b: np.ndarray,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+    seed: int | None = 0,
+    kernel: Literal["rbf", "linear"] = "rbf",
+    max_n: int = 1000,
+) -> ShiftResult:
+    """Do the rows of ``a`` and ``b`` come from different distributions? Kernel two-sample permutation test.
+
+    Statistic: the (biased) squared maximum mean discrepancy, MMD^2 (Gretton et al. 2012, "A kernel
+    two-sample test", JMLR 13). With the Gaussian kernel (``"rbf"``; bandwidth by the median heuristic:
+    the median squared distance between the pooled rows) it reacts to any difference of distribution,
+    including a minority of rows in a region where ``b`` has none (new topics); ``"linear"`` is the
+    squared distance between the two means. The null distribution comes from shuffling the set labels
+    ``n_resamples`` times; ``threshold`` is its ``1 - alpha`` quantile, so "shifted" means "larger than
+    label shuffling produces", not a constant picked by hand. ``p = (#{null >= observed} + 1) /
+    (n_resamples + 1)``. Each side is first subsampled (seeded) to ``max_n`` rows to bound the O(n^2) cost.
+    """
+    rng = np.random.default_rng(seed)
+    xa = np.asarray(a, dtype=np.float64)
+    xb = np.asarray(b, dtype=np.float64)
+    if xa.ndim != 2 or xb.ndim != 2 or xa.shape[1] != xb.shape[1]:
+        raise ValueError(f"a and b must be 2-D with the same width, got shapes {xa.shape} and {xb.shape}")
+    if kernel not in ("rbf", "linear"):
+        raise ValueError(f"kernel must be 'rbf' or 'linear', got {kernel!r}")
+    if len(xa) > max_n:
+        xa = xa[rng.choice(len(xa), max_n, replace=False)]
+    if len(xb) > max_n:
+        xb = xb[rng.choice(len(xb), max_n, replace=False)]
+    na, nb = len(xa), len(xb)
+    if na < 2 or nb < 2:
+        return ShiftResult(math.nan, math.nan, math.nan, na, nb, 0, alpha, kernel)
+    pooled = np.vstack([xa, xb])
+    n = na + nb
+    gram = pooled @ pooled.T
+    if kernel == "rbf":
+        sq = np.diag(gram)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
+        off = d2[~np.eye(n, dtype=bool)]
+        scale = float(np.median(off[off > 0])) if np.any(off > 0) else 1.0
+        k = np.exp(-d2 / scale)
+    else:
+        k = gram
+    w = np.concatenate([np.full(na, 1.0 / na), np.full(nb, -1.0 / nb)])
+    observed = float(w @ k @ w)
+    null = np.empty(n_resamples)
+    batch = max(1, _BATCH_ELEMENTS // n)
+    for start in range(0, n_resamples, batch):
+        m = min(batch, n_resamples - start)
+        ws = np.stack([w[rng.permutation(n)] for _ in range(m)])
+        null[start : start + m] = np.einsum("ij,ij->i", ws @ k, ws)
+    p = float((np.count_nonzero(null >= observed * (1 - 1e-12)) + 1) / (n_resamples + 1))
+    return ShiftResult(observed, float(np.quantile(null, 1 - alpha)), p, na, nb, n_resamples, alpha, kernel)

@@ -23,6 +23,9 @@ big or too binary for a table (chunk tables, embeddings, FAISS indexes), keyed b
 - ``feedback``: human ratings of cells.
 - ``corpora`` (name, hash, version) / ``corpus_documents``: immutable retrieval corpus versions; chunks,
   embeddings and FAISS indexes derived from them live under ``artifacts/`` keyed by content hashes.
+- ``promotions``: every attempt to move a bundle (by manifest hash) dev -> qa -> prod, promoted or
+  refused, with the gate checks (and the dataset version and run they were checked on), the approver,
+  note and approval time.
 
 Concurrency: DuckDB lets one process open a file read-write and then locks everyone else out,
 so connections are short-lived (open, do a batch, close) and opening retries with backoff until
@@ -144,6 +147,22 @@ def m003_corpora(con: duckdb.DuckDBPyConnection) -> None:
         CREATE TABLE corpus_documents (
             corpus_hash TEXT NOT NULL, doc_id TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
             metadata JSON, PRIMARY KEY (corpus_hash, doc_id));
+        """
+    )
+
+
+@migration
+def m110_i8_promotions(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE SEQUENCE promotion_seq;
+        CREATE TABLE promotions (
+            promotion_id BIGINT PRIMARY KEY DEFAULT nextval('promotion_seq'),
+            bundle_hash TEXT NOT NULL, stage TEXT NOT NULL, previous_stage TEXT NOT NULL, status TEXT NOT NULL,
+            bundle_path TEXT, run_id TEXT, variant TEXT, dataset_name TEXT, dataset_hash TEXT,
+            checked_dataset_version INTEGER, checked_dataset_hash TEXT, gate_run_id TEXT, gates JSON,
+            approved_by TEXT, note TEXT, approved_at TIMESTAMPTZ, reason TEXT, manifest JSON,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
         """
     )
 
@@ -864,6 +883,53 @@ class Store:
                 "FROM scores WHERE run_id=$1 GROUP BY variant, metric",
                 [run_id],
             ).df()
+
+    # -- promotions (workbench.promotion) ---------------------------------------------------
+
+    def insert_promotion(self, rec: dict[str, Any]) -> int:
+        keys = [k for k in _PROMOTION_FIELDS if k in rec]
+        placeholders = ", ".join(f"${i}" for i in range(1, len(keys) + 1))
+        values = [dumps(rec[k]) if k in ("gates", "manifest") else rec[k] for k in keys]
+        with self.connect() as con:
+            row = _first(
+                con.execute(
+                    f"INSERT INTO promotions ({', '.join(keys)}) VALUES ({placeholders}) RETURNING promotion_id",
+                    values,
+                )
+            )
+        return int(row[0])
+
+    def promotions(self, bundle_hash: str | None = None) -> pd.DataFrame:
+        query = (
+            "SELECT promotion_id, bundle_hash, stage, previous_stage, status, approved_by, approved_at, note, "
+            "run_id, variant, dataset_name, checked_dataset_version, gate_run_id, gates, reason, bundle_path, "
+            "created_at FROM promotions"
+        )
+        params: list[Any] = []
+        if bundle_hash is not None:
+            query += " WHERE bundle_hash = $1"
+            params.append(bundle_hash)
+        with self.connect() as con:
+            return con.execute(query + " ORDER BY promotion_id", params).df()
+
+    def bundle_stage(self, bundle_hash: str) -> str | None:
+        """The stage a bundle was last promoted to (None: never promoted, i.e. still dev)."""
+        with self.connect() as con:
+            row = _first(
+                con.execute(
+                    "SELECT stage FROM promotions WHERE bundle_hash = $1 AND status = 'promoted' "
+                    "ORDER BY promotion_id DESC LIMIT 1",
+                    [bundle_hash],
+                )
+            )
+        return str(row[0]) if row else None
+
+
+_PROMOTION_FIELDS = (
+    "bundle_hash", "stage", "previous_stage", "status", "bundle_path", "run_id", "variant", "dataset_name",
+    "dataset_hash", "checked_dataset_version", "checked_dataset_hash", "gate_run_id", "gates", "approved_by",
+    "note", "approved_at", "reason", "manifest",
+)  # fmt: skip
 
 
 def _RESPONSE_SCHEMA() -> Any:

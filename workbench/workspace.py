@@ -299,6 +299,98 @@ class Workspace:
     def runs(self) -> pd.DataFrame:
         return self.store.list_runs()
 
+    # -- production: monitoring, A/B, feedback loop, gates and promotion -----------------------
+
+    def monitor(
+        self,
+        log: str | os.PathLike[str],
+        *,
+        dataset: Dataset | str | None = None,
+        bundle: str | os.PathLike[str] | None = None,
+        run_id: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Monitor a served bundle's request log (see ``workbench.monitoring.monitor``).
+
+        Drift is measured against ``dataset`` (default: the eval dataset of ``bundle``) and the
+        retrieval scores of the bundle's eval run; ``options`` go to ``monitoring.monitor``.
+        """
+        from workbench import monitoring, promotion
+
+        variant = options.pop("variant", None)
+        reference: Any = self.dataset(dataset) if isinstance(dataset, str) else dataset
+        if bundle is not None:
+            manifest = promotion.load_manifest(bundle)
+            d = manifest.get("dataset") or {}
+            run_id = run_id or manifest.get("run_id")
+            variant = variant or manifest.get("variant")
+            cases = promotion.bundle_eval_cases(bundle)  # the bundle's own evidence, wherever it is monitored
+            if cases is not None:
+                questions, scores = monitoring.bundle_eval_reference(cases, options.get("question", "question"))
+                options.setdefault("retrieval_reference", (f"eval cases of bundle {bundle}", scores))
+            if reference is None:
+                try:
+                    reference = self.dataset(str(d.get("name")), d.get("hash"))
+                except NotFoundError:
+                    reference = questions if cases is not None and questions else None
+                    options.setdefault("reference_name", f"eval cases of bundle {bundle}")
+        return monitoring.monitor(log, store=self.store, reference=reference, run_id=run_id, variant=variant, **options)
+
+    def ab(self, log: str | os.PathLike[str], metric: str = "feedback", **options: Any) -> Any:
+        """A/B analysis of a log served with two arms (see ``workbench.monitoring.ab``)."""
+        from workbench import monitoring
+
+        return monitoring.ab(log, metric, **options)
+
+    def dataset_from_log(
+        self,
+        log: str | os.PathLike[str],
+        name: str,
+        *,
+        where: str | None = None,
+        with_feedback: bool = True,
+        confirm: bool = False,
+        **options: Any,
+    ) -> Any:
+        """Served requests -> new cases of dataset ``name``: a preview; stored by ``.save()`` or ``confirm``."""
+        from workbench import monitoring
+
+        preview = monitoring.dataset_from_log(
+            self.store, log, name, where=where, with_feedback=with_feedback, **options
+        )
+        if confirm:
+            preview.save()
+        return preview
+
+    def gate(self, target: str | os.PathLike[str], constraints: Any = None, variant: str | None = None) -> Any:
+        """Check thresholds on a run or a bundle (``["token_f1>=0.4", "latency_p95_ms<=2000"]``)."""
+        from workbench import promotion
+
+        return promotion.gate(self, target, constraints, variant)
+
+    def promote(
+        self,
+        bundle: str | os.PathLike[str],
+        to: str,
+        *,
+        approve: str | None = None,
+        note: str | None = None,
+        constraints: Any = None,
+        progress: bool = False,
+    ) -> Any:
+        """Promote a bundle dev -> qa -> prod (prod: gates re-checked on the current dataset, and an approval)."""
+        from workbench import promotion
+
+        return promotion.promote(
+            self, bundle, to, approve=approve, note=note, constraints=constraints, progress=progress
+        )
+
+    def promotions(self, bundle: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+        """Every promotion attempt, promoted or refused, with gates, approver and time."""
+        from workbench import promotion
+
+        return promotion.promotions(self, bundle)
+
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         """Read-only SQL over the workspace tables (see workbench.store for the schema)."""
         return self.store.sql(query, params)
