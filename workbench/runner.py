@@ -508,6 +508,12 @@ class Run:
         """Every feedback row of this run."""
         return self.store.feedback(self.run_id)
 
+    def grid(self, **view: Any) -> Any:
+        """Side-by-side EvalGrid widget of this run; ``view`` presets filters/sort/baseline (see ViewState)."""
+        from workbench.widgets.grid import EvalGrid
+
+        return EvalGrid(self.store, [self.run_id], **view)
+
     # -- analysis (workbench.analysis) -------------------------------------------------------
 
     def compare(
