@@ -183,13 +183,14 @@ def test_sorts_match_pandas(grid_env):
 def test_word_diff_vs_baseline_and_expected(grid_env):
     assert word_diff("the dog sat", "the cat sat") == [["the ", False], ["dog", True], [" sat", False]]
     assert word_diff("same words", "same words") == [["same words", False]]
+    assert word_diff("a big red dog", "a dog") == [["a ", False], ["big red", True], [" dog", False]]
     _ws, run = grid_env
     grid = run.grid(diff="baseline", baseline="plain")
     row = _page(grid)["rows"][4]
     assert "diff" not in row["cells"]["plain"]["repeats"][0]
     segs = row["cells"]["polite"]["repeats"][0]["diff"]
     assert "".join(s for s, _ in segs) == row["cells"]["polite"]["repeats"][0]["output"]
-    assert [s for s, changed in segs if changed] == ["Please", "answer"]
+    assert [s for s, changed in segs if changed] == ["Please answer"]
     grid.diff = "expected"
     row = _page(grid)["rows"][4]
     assert all("diff" in r for c in row["cells"].values() for r in c["repeats"] if not r["error"])

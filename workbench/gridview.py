@@ -137,9 +137,13 @@ def word_diff(text: str, reference: str) -> list[list[Any]]:
             out.append([seg, changed])
 
     for tag, _i1, _i2, j1, j2 in sm.get_opcodes():
-        if tag in ("replace", "insert"):
-            for tok in b[j1:j2]:  # whitespace between changed words is not itself a change
-                emit(tok, not tok.isspace())
+        if tag in ("replace", "insert"):  # one highlight per changed run; its outer whitespace is not a change
+            seg = "".join(b[j1:j2])
+            core = seg.strip()
+            lead = seg[: len(seg) - len(seg.lstrip())]
+            emit(lead, False)
+            emit(core, True)
+            emit(seg[len(lead) + len(core) :], False)
         elif tag == "equal":
             emit("".join(b[j1:j2]), False)
     emit("".join(b_all[MAX_DIFF_TOKENS:]), False)

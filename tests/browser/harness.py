@@ -226,9 +226,13 @@ class NotebookPage:
         return self.page.evaluate(js, arg)
 
     def open(self, name: str, timeout: float = 60.0) -> None:
-        """Open ``name`` (relative to the server's root) and wait for its kernel to be idle."""
+        """Open ``name`` (relative to the server's root) and wait for its kernel to be idle.
+
+        JupyterLab's left sidebar is collapsed so outputs get the width of the window.
+        """
         self.page.goto(self.server.notebook_url(name))
         self.page.wait_for_function("() => !!window.jupyterapp", timeout=timeout * 1000)
+        self.eval("() => { const s = window.jupyterapp.shell; if (s.collapseLeft) s.collapseLeft(); }")
         self.page.wait_for_function(
             f"""() => {{ const p = {_PANEL};
                 return !!p && p.context.path.endsWith({json.dumps(name)}) && p.sessionContext.isReady

@@ -27,6 +27,23 @@ function h(tag, cls, text) {
   return n;
 }
 
+// Inline SVG icons: emoji fonts are missing on many Linux desktops and headless browsers.
+const SVG_NS = "http://www.w3.org/2000/svg";
+const THUMB =
+  "M2 10h3v10H2zM7 20h9.2a2 2 0 0 0 2-1.6l1.5-7A2 2 0 0 0 17.7 9H13l.8-4.2A1.8 1.8 0 0 0 12 3l-5 6.5z";
+const BUBBLE = "M4 4h16a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H9l-5 4v-4H4a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1z";
+
+function icon(path, flip) {
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("class", "lw-icon");
+  if (flip) svg.setAttribute("transform", "scale(1,-1)");
+  const p = document.createElementNS(SVG_NS, "path");
+  p.setAttribute("d", path);
+  svg.appendChild(p);
+  return svg;
+}
+
 function option(value, label, selected) {
   const o = h("option", null, label);
   o.value = value;
@@ -317,17 +334,25 @@ function render({ model, el }) {
     const open = expanded.has(key);
     if (!open) body.classList.add("lw-clamp");
     wrap.appendChild(body);
-    const long = (text || "").length > 220 || (text || "").split("\n").length > 4;
-    if (long || cut) {
-      const more = h("button", "lw-link", open ? "less" : cut ? `more (${fmtInt(cut)} chars not shown)` : "more");
-      more.addEventListener("click", () => {
-        if (expanded.has(key)) expanded.delete(key);
-        else expanded.add(key);
-        renderTable();
-      });
-      wrap.appendChild(more);
-    }
+    const more = h("button", "lw-link lw-more", open ? "less" : cut ? `more (${fmtInt(cut)} chars not shown)` : "more");
+    // shown only when the text is clipped (checked after layout) or was cut by the kernel
+    if (!open && !cut) more.hidden = true;
+    more.addEventListener("click", () => {
+      if (expanded.has(key)) expanded.delete(key);
+      else expanded.add(key);
+      renderTable();
+    });
+    wrap.appendChild(more);
     return wrap;
+  }
+
+  function revealClipped(container) {
+    requestAnimationFrame(() => {
+      for (const body of container.querySelectorAll(".lw-text-body.lw-clamp")) {
+        const more = body.parentElement.querySelector(".lw-more");
+        if (more && more.hidden && body.scrollHeight > body.clientHeight + 1) more.hidden = false;
+      }
+    });
   }
 
   function scoreChips(rep, baseRep, isBaseline) {
@@ -365,12 +390,14 @@ function render({ model, el }) {
   function feedbackBar(row, column, rep, fb) {
     const bar = h("div", "lw-fb");
     const send = (extra) => request("feedback", { case_id: row.case_id, column, repeat: rep.repeat, ...extra });
-    const up = h("button", `lw-fb-btn ${fb.thumbs === true ? "lw-on" : ""}`, "👍");
+    const up = h("button", `lw-fb-btn ${fb.thumbs === true ? "lw-on" : ""}`);
+    up.appendChild(icon(THUMB, false));
     up.title = "good answer";
     up.setAttribute("aria-label", "thumbs up");
     up.dataset.action = "thumbs-up";
     up.addEventListener("click", () => send({ thumbs: true }));
-    const down = h("button", `lw-fb-btn ${fb.thumbs === false ? "lw-on" : ""}`, "👎");
+    const down = h("button", `lw-fb-btn ${fb.thumbs === false ? "lw-on" : ""}`);
+    down.appendChild(icon(THUMB, true));
     down.title = "bad answer";
     down.setAttribute("aria-label", "thumbs down");
     down.dataset.action = "thumbs-down";
@@ -386,7 +413,9 @@ function render({ model, el }) {
     }
     bar.appendChild(stars);
     const key = `${row.case_id}|${column}`;
-    const cbtn = h("button", "lw-fb-btn", fb.comments.length ? `💬 ${fb.comments.length}` : "💬");
+    const cbtn = h("button", "lw-fb-btn");
+    cbtn.appendChild(icon(BUBBLE, false));
+    if (fb.comments.length) cbtn.appendChild(h("span", "lw-count-badge", fb.comments.length));
     cbtn.title = "comment";
     cbtn.dataset.action = "comment";
     cbtn.addEventListener("click", () => {
@@ -486,6 +515,8 @@ function render({ model, el }) {
     const baseline = get("baseline");
     const expectedCol = get("expected_column");
     const table = h("table", "lw-table");
+    // fill the output area when it is wide, scroll sideways when it is not
+    table.style.minWidth = `${7 + 13 * (inputs.length + (expectedCol ? 1 : 0)) + 19 * columns.length}em`;
     const thead = h("thead");
     const hr = h("tr");
     hr.appendChild(h("th", "lw-case-col", "case"));
@@ -527,6 +558,7 @@ function render({ model, el }) {
       tbody.appendChild(empty);
     }
     tableWrap.replaceChildren(table);
+    revealClipped(table);
   }
 
   function renderStatus() {
@@ -566,7 +598,9 @@ function render({ model, el }) {
       mk("next ›", page + 1, page + 1 >= data.pages, "next"),
       mk("last »", data.pages - 1, page + 1 >= data.pages, "last"),
     );
-    const sizes = [10, 20, 50, 100].map((n) => [String(n), `${n} per page`]);
+    const sizes = [...new Set([10, 20, 50, 100, get("page_size")])]
+      .sort((a, b) => a - b)
+      .map((n) => [String(n), `${n} per page`]);
     pager.appendChild(select(sizes, String(get("page_size")), (v) => setState({ page_size: parseInt(v, 10) })));
   }
 
