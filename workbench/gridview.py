@@ -192,6 +192,7 @@ class GridQuery:
                 if isinstance(opt, str) and opt in self.dataset_columns:
                     expected.append(opt)
         self.higher_is_better = higher
+        self._ranges: tuple[str, dict[str, tuple[Any, Any]]] = ("", {})
         self.default_expected = (
             expected[0]
             if expected
@@ -255,17 +256,18 @@ class GridQuery:
     # -- the row query -----------------------------------------------------------------------
 
     def _rows_sql(self, s: ViewState, p: _Params) -> tuple[str, bool]:
-        """SQL listing the filtered, sorted case ids (with the filtered total); True when it uses a regex."""
-        cols = p([[i, c.run_id, c.variant] for i, c in enumerate(self.columns)])
+        """SQL listing the filtered, sorted case ids (with the filtered total); True when it uses a regex.
+
+        Only what the view needs is computed: dataset order with no filter reads no cell at all.
+        """
         key_to_idx = {c.key: i for i, c in enumerate(self.columns)}
         ctes = [
-            f"k AS (SELECT x[1]::INTEGER AS col, x[2] AS run_id, x[3] AS variant FROM (SELECT unnest({cols}) AS x))",
+            "k AS (SELECT x[1]::INTEGER AS col, x[2] AS run_id, x[3] AS variant FROM "
+            f"(SELECT unnest({p([[i, c.run_id, c.variant] for i, c in enumerate(self.columns)])}) AS x))",
             f"d AS (SELECT case_id, position, data FROM dataset_cases WHERE dataset_hash = {p(self.dataset_hash)})",
-            "c AS (SELECT k.col, c.case_id, c.repeat, c.output, c.error, c.latency_ms, c.cost "
-            "FROM cells c JOIN k ON c.run_id = k.run_id AND c.variant = k.variant)",
         ]
+        joins = ""
         # per-case aggregates of the metrics this view needs (repeats averaged per column)
-        metric_aggs: list[str] = []
         wanted: list[str] = []
         if s.show in ("failures", "passes"):
             wanted.append(s.failure_metric)
@@ -274,7 +276,6 @@ class GridQuery:
         if s.sort_by in ("metric", "delta") or (s.sort_by == "disagreement" and s.sort_metric):
             wanted.append(s.sort_metric)
         wanted = list(dict.fromkeys(wanted))
-        joins = ""
         if wanted:
             ctes.append(
                 f"ms AS (SELECT k.col, s.case_id, s.metric, avg(s.value) AS v FROM scores s JOIN k "
@@ -283,6 +284,7 @@ class GridQuery:
             )
             base = p(key_to_idx.get(s.baseline, -1))
             at = p(key_to_idx.get(s.sort_column, -1))
+            metric_aggs = []
             for i, m in enumerate(wanted):
                 mp = p(m)
                 metric_aggs.append(
@@ -294,12 +296,25 @@ class GridQuery:
                     f"avg(v) FILTER (WHERE metric = {mp} AND col <> {base}) AS m{i}_others"
                 )
             ctes.append(f"ma AS (SELECT case_id, {', '.join(metric_aggs)} FROM ms GROUP BY case_id)")
-            joins = " LEFT JOIN ma ON ma.case_id = d.case_id"
-        ctes.append(
-            "ca AS (SELECT case_id, bool_or(error IS NOT NULL) AS has_error, count(*) AS n_cells, "
-            "count(DISTINCT output) FILTER (WHERE repeat = 0) AS n_outputs, avg(latency_ms) AS latency, "
-            "sum(cost) AS cost FROM c GROUP BY case_id)"
-        )
+            joins += " LEFT JOIN ma ON ma.case_id = d.case_id"
+        # per-case aggregates over cells, only those the view uses
+        cell_aggs = []
+        if s.show == "errors":
+            cell_aggs.append("bool_or(c.error IS NOT NULL) AS has_error")
+        if (s.show == "disagree" and not s.disagree_metric) or (s.sort_by == "disagreement" and not s.sort_metric):
+            cell_aggs.append(
+                "count(DISTINCT hash(c.output)) FILTER (WHERE c.repeat = 0 AND c.output IS NOT NULL) AS n_outputs"
+            )
+        if s.sort_by == "latency":
+            cell_aggs.append("avg(c.latency_ms) AS latency")
+        if s.sort_by == "cost":
+            cell_aggs.append("sum(c.cost) AS cost")
+        if cell_aggs:
+            ctes.append(
+                f"ca AS (SELECT c.case_id, {', '.join(cell_aggs)} FROM cells c JOIN k "
+                "ON c.run_id = k.run_id AND c.variant = k.variant GROUP BY c.case_id)"
+            )
+            joins += " LEFT JOIN ca ON ca.case_id = d.case_id"
         where: list[str] = []
         mi = {m: i for i, m in enumerate(wanted)}
         if s.show == "errors":
@@ -321,24 +336,27 @@ class GridQuery:
             paths = p([f'$."{c}"' for c in self.dataset_columns])
             if s.search_regex:
                 uses_regex = True
-                match_in = f"regexp_matches(coalesce(t, ''), {q})"
+                match = f"regexp_matches(t, {q})"
             else:
-                match_in = f"contains(lower(coalesce(t, '')), {q})"
-            where.append(
-                f"(EXISTS (SELECT 1 FROM (SELECT unnest(json_extract_string(d.data, {paths})) AS t) WHERE {match_in}) "
-                f"OR EXISTS (SELECT 1 FROM (SELECT output AS t FROM c WHERE c.case_id = d.case_id) WHERE {match_in}))"
+                match = f"contains(lower(t), {q})"
+            ctes.append(
+                "hits AS (SELECT DISTINCT case_id FROM ("
+                f"SELECT case_id, unnest(json_extract_string(data, {paths})) AS t FROM d "
+                "UNION ALL SELECT c.case_id, c.output AS t FROM cells c JOIN k "
+                f"ON c.run_id = k.run_id AND c.variant = k.variant) WHERE t IS NOT NULL AND {match})"
             )
+            where.append("d.case_id IN (SELECT case_id FROM hits)")
         if s.feedback != "any":
-            exists = (
-                "EXISTS (SELECT 1 FROM feedback f JOIN k ON f.run_id = k.run_id AND f.variant = k.variant "
-                "WHERE f.case_id = d.case_id)"
+            rated = (
+                "d.case_id IN (SELECT f.case_id FROM feedback f JOIN k "
+                "ON f.run_id = k.run_id AND f.variant = k.variant)"
             )
-            where.append(exists if s.feedback == "has" else f"NOT {exists}")
+            where.append(rated if s.feedback == "has" else f"NOT {rated}")
         order = self._order(s, mi)
         sql = (
             "WITH "
             + ",\n".join(ctes)
-            + "\nSELECT d.case_id, count(*) OVER () AS total FROM d LEFT JOIN ca ON ca.case_id = d.case_id"
+            + "\nSELECT d.case_id, count(*) OVER () AS total FROM d"
             + joins
             + (" WHERE " + " AND ".join(where) if where else "")
             + f" ORDER BY {order}d.position"
@@ -416,22 +434,25 @@ class GridQuery:
 
             return con.execute(sql.format_map(Bind()), p.values).fetchall()
 
+        # rowid lookups: find the page's rows on narrow columns, then read only those rows' texts
         cases = q(
             con,
-            "SELECT case_id, data FROM dataset_cases WHERE dataset_hash = {ds} AND list_contains({ids}, case_id)",
+            "SELECT case_id, data FROM dataset_cases WHERE rowid IN (SELECT rowid FROM dataset_cases "
+            "WHERE dataset_hash = {ds} AND list_contains({ids}, case_id))",
         )
         cells = q(
             con,
             "WITH {k} SELECT k.col, c.case_id, c.repeat, c.output, c.error, c.error_kind, c.latency_ms, "
             "c.prompt_tokens, c.completion_tokens, c.cost, c.cached, c.retrieved "
             "FROM cells c JOIN k ON c.run_id = k.run_id AND c.variant = k.variant "
-            "WHERE list_contains({ids}, c.case_id) ORDER BY c.case_id, k.col, c.repeat",
+            "WHERE c.rowid IN (SELECT rowid FROM cells WHERE list_contains({ids}, case_id)) "
+            "ORDER BY c.case_id, k.col, c.repeat",
         )
         scores = q(
             con,
             "WITH {k} SELECT k.col, s.case_id, s.repeat, s.metric, s.value, s.error "
             "FROM scores s JOIN k ON s.run_id = k.run_id AND s.variant = k.variant "
-            "WHERE list_contains({ids}, s.case_id)",
+            "WHERE s.rowid IN (SELECT rowid FROM scores WHERE list_contains({ids}, case_id))",
         )
         feedback = q(
             con,
@@ -555,12 +576,15 @@ class GridQuery:
             "FROM runs r WHERE list_contains($1, r.run_id)",
             [self.run_ids],
         ).fetchall()
-        ranges = con.execute(
-            "SELECT metric, min(value), max(value) FROM scores WHERE list_contains($1, run_id) GROUP BY metric",
-            [self.run_ids],
-        ).fetchall()
+        version = ":".join(f"{r[1]}/{r[3]}/{r[4]}" for r in sorted(runs))
+        if self._ranges[0] != version:  # metric ranges change only when cells arrive
+            ranges = con.execute(
+                "SELECT metric, min(value), max(value) FROM scores WHERE list_contains($1, run_id) GROUP BY metric",
+                [self.run_ids],
+            ).fetchall()
+            self._ranges = (version, {m: (lo, hi) for m, lo, hi in ranges})
+        rng = self._ranges[1]
         by_run = {r[0]: r for r in runs}
-        rng = {m: (lo, hi) for m, lo, hi in ranges}
         return {
             "runs": [
                 {"run_id": rid, "status": by_run[rid][1], "cells": int(by_run[rid][2]), "stored": int(by_run[rid][3])}
@@ -568,7 +592,7 @@ class GridQuery:
                 if rid in by_run
             ],
             "live": any(r[1] in LIVE_STATUSES for r in runs),
-            "version": ":".join(f"{r[1]}/{r[3]}/{r[4]}" for r in sorted(runs)),
+            "version": version,
             "metrics": [
                 {
                     "name": m,
