@@ -263,7 +263,8 @@ async ([label, value]) => {
   await new Promise(resolve => { const check = () => (Number(grid.dataset.renderedSeq || 0) > seq
       && !grid.classList.contains('lw-loading')) ? resolve() : requestAnimationFrame(check); check(); });
   await new Promise(r => requestAnimationFrame(() => r()));
-  return performance.now() - t0;
+  const total = performance.now() - t0;
+  return [total, Number(grid.dataset.replyMs), Number(grid.dataset.kernelMs), Number(grid.dataset.renderMs)];
 }
 """
 
@@ -286,8 +287,10 @@ def browser(ws_dir: Path, run_id: str, trials: int) -> dict[str, Any]:
         ("sort: disagreement", "Sort", "disagreement"),
         ("sort: dataset order", "Sort", "case"),
     ]
+    parts: dict[str, list[tuple[float, float, float]]] = {}
     for name, _l, _v in changes:
         results[name] = []
+        parts[name] = []
     with JupyterServer(tmp / "root", ws_dir, app="lab") as server, sync_playwright() as pw:
         write_notebook(server.root_dir / "bench.ipynb", cells)
         chromium = launch_chromium(pw)
@@ -319,14 +322,20 @@ def browser(ws_dir: Path, run_id: str, trials: int) -> dict[str, Any]:
             results["run.grid() -> first rendered page"].append(ms / 1000)
             nb.wait_idle()
             for name, label, value in changes:
-                results[name].append(page.evaluate(_MEASURE_CHANGE, [label, value]) / 1000)
+                total, reply, kernel, render = page.evaluate(_MEASURE_CHANGE, [label, value])
+                results[name].append(total / 1000)
+                parts[name].append((reply, kernel, render))
             if trial == 0:
                 nb.screenshot("grid", page.locator(".lw-grid").last)
         sent = page.evaluate("() => document.querySelectorAll('.lw-grid').length")
         chromium.close()
     out(f"\n== Browser (JupyterLab + Chromium), median of {trials} trials ({sent} grids rendered)")
     for k, v in results.items():
-        out(f"{k:42s} {statistics.median(v) * 1000:8.0f} ms   (all: {' '.join(f'{x * 1000:.0f}' for x in v)})")
+        line = f"{k:42s} {statistics.median(v) * 1000:8.0f} ms   (all: {' '.join(f'{x * 1000:.0f}' for x in v)})"
+        if parts.get(k):
+            reply, kernel, render = (statistics.median(p[i] for p in parts[k]) for i in range(3))
+            line += f"; request->reply {reply:.0f} (kernel {kernel:.0f}), reply->rendered {render:.0f}"
+        out(line)
     return results
 
 
@@ -335,6 +344,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument("--only-browser", action="store_true")
     parser.add_argument("--workspace", help="reuse a workspace built by an earlier run of this benchmark")
     args = parser.parse_args()
     ws_dir = Path(args.workspace) if args.workspace else Path(tempfile.mkdtemp(prefix="bench-eval-grid-")) / "ws"
@@ -347,8 +357,9 @@ def main() -> None:
         out(f"reusing run {run_id}")
     else:
         run_id = build_run(ws_dir, args.cases)
-    kernel_side(ws_dir, run_id, args.trials)
-    memory(ws_dir, run_id)
+    if not args.only_browser:
+        kernel_side(ws_dir, run_id, args.trials)
+        memory(ws_dir, run_id)
     if not args.skip_browser:
         browser(ws_dir, run_id, max(3, args.trials // 2))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 
@@ -246,8 +247,6 @@ def test_static_fallback_and_state(grid_env):
     assert "HTTP 400" in html and "Traceback" not in html
     ok = run.grid(page_size=5)._repr_mimebundle_()[0]["text/html"]
     assert "echo: Q: what is item 3 made of?" in ok
-    import re
-
     assert not re.search(r"\d\.\d{5,}", ok)  # numbers rounded
     assert "EvalGrid(runs=" in data["text/plain"]
 
@@ -353,3 +352,37 @@ def test_magic_grid_returns_the_widget(grid_env, capsys):
     assert isinstance(grid, EvalGrid) and grid.page_size == 4
     assert ip.run_line_magic("llmops", "grid --help") is None
     assert "--page-size" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_nbconvert_html_shows_the_static_page(tmp_path, monkeypatch):
+    """Executed without saving widget state (as nbclient, GitHub, nbviewer see it): HTML shows the first page."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    monkeypatch.setenv("LLMOPS_WORKSPACE", str(tmp_path / "ws"))
+    code = """
+import json, workbench as wb
+from workbench.demo import data_path
+ws = wb.open()
+rows = [json.loads(line) for line in open(data_path(), encoding="utf-8")][:4]
+ds = ws.add_dataset("four", rows, id="pmid")
+run = ws.experiment(ds, [wb.Prompt("gold", "Context: {{ context }}\\nQuestion: {{ question }}")], ["local/extractive"],
+                    [{"name": "token_f1", "expected": "long_answer"}]).run(progress=False)
+run.grid(page_size=3)
+"""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    resources = {"metadata": {"path": str(tmp_path)}}
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources=resources, store_widget_state=False).execute()
+    data = nb.cells[0].outputs[-1]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data and "text/html" in data
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert '<table class="lw-static">' in html and "rows 1-3 of 4" in html
+    assert re.search(r"token_f1 0\.\d\d<", html) and not re.search(r"token_f1 0\.\d{3}", html)
+    # with the widget state saved, the state carries the page the widget renders without a kernel
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code.replace('"four"', '"four-b"'))])
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources=resources).execute()
+    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
+    snaps = [s["state"]["snapshot"] for s in states if s["state"].get("snapshot")]
+    assert len(snaps) == 1 and len(snaps[0]["rows"]) == 3 and snaps[0]["total"] == 4

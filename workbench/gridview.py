@@ -169,6 +169,7 @@ class GridQuery:
                 "Re-run one of them on the other's dataset version."
             )
         self.dataset_hash = infos[0]["dataset_hash"]
+        self.max_repeats = max(int(i["repeats"]) for i in infos)
         ds = store.find_dataset(infos[0]["dataset_name"], self.dataset_hash)
         self.dataset_columns: list[str] = list(ds["columns"]) if ds else []
         self.id_column: str | None = ds["id_column"] if ds else None
@@ -277,11 +278,17 @@ class GridQuery:
             wanted.append(s.sort_metric)
         wanted = list(dict.fromkeys(wanted))
         if wanted:
-            ctes.append(
-                f"ms AS (SELECT k.col, s.case_id, s.metric, avg(s.value) AS v FROM scores s JOIN k "
-                f"ON s.run_id = k.run_id AND s.variant = k.variant WHERE list_contains({p(wanted)}, s.metric) "
-                "GROUP BY ALL)"
-            )
+            if self.max_repeats > 1:  # repeats are averaged per column first
+                ctes.append(
+                    f"ms AS (SELECT k.col, s.case_id, s.metric, avg(s.value) AS v FROM scores s JOIN k "
+                    f"ON s.run_id = k.run_id AND s.variant = k.variant WHERE list_contains({p(wanted)}, s.metric) "
+                    "GROUP BY ALL)"
+                )
+            else:
+                ctes.append(
+                    f"ms AS (SELECT k.col, s.case_id, s.metric, s.value AS v FROM scores s JOIN k "
+                    f"ON s.run_id = k.run_id AND s.variant = k.variant WHERE list_contains({p(wanted)}, s.metric))"
+                )
             base = p(key_to_idx.get(s.baseline, -1))
             at = p(key_to_idx.get(s.sort_column, -1))
             metric_aggs = []

@@ -348,10 +348,13 @@ function render({ model, el }) {
 
   function revealClipped(container) {
     requestAnimationFrame(() => {
+      // all reads first, then all writes: one layout, not one per text
+      const clipped = [];
       for (const body of container.querySelectorAll(".lw-text-body.lw-clamp")) {
         const more = body.parentElement.querySelector(".lw-more");
-        if (more && more.hidden && body.scrollHeight > body.clientHeight + 1) more.hidden = false;
+        if (more && more.hidden && body.scrollHeight > body.clientHeight + 1) clipped.push(more);
       }
+      for (const more of clipped) more.hidden = false;
     });
   }
 
@@ -615,6 +618,7 @@ function render({ model, el }) {
     if (!msg || typeof msg !== "object") return;
     if (msg.type === "page") {
       if (msg.seq !== null && msg.seq !== undefined && msg.seq < latest) return; // a newer request is on its way
+      const arrived = performance.now();
       const changed = !data || data.version !== msg.version;
       data = msg;
       banner.replaceChildren();
@@ -623,11 +627,18 @@ function render({ model, el }) {
       renderStatus();
       renderTable();
       renderPager();
-      root.dataset.renderMs = String(Math.round(performance.now() - sentAt));
+      // timings of the last page (read by the benchmark): request -> reply, and reply -> rendered
+      root.dataset.replyMs = String(Math.round(arrived - sentAt));
+      root.dataset.renderMs = String(Math.round(performance.now() - arrived));
+      root.dataset.kernelMs = String(msg.kernel_ms === undefined ? "" : msg.kernel_ms);
       root.dataset.renderedSeq = String(msg.seq === null || msg.seq === undefined ? 0 : msg.seq);
       root.dataset.total = String(msg.total);
-      schedulePoll(changed);
+      if (!msg.snapshot) schedulePoll(changed);
     } else if (msg.type === "poll") {
+      if (data && data.snapshot) {
+        data.snapshot = false; // the kernel answered: the page shown is live
+        root.dataset.live = "1";
+      }
       schedulePoll(false);
     } else if (msg.type === "feedback") {
       if (!data) return;
@@ -649,8 +660,20 @@ function render({ model, el }) {
   const onChange = () => buildToolbar();
   model.on("change", onChange);
   buildToolbar();
-  request();
+  // The page saved with the widget state shows at once (and is all there is without a kernel);
+  // the live page replaces it when the kernel answers.
+  const snap = model.get("snapshot");
+  if (snap && Array.isArray(snap.rows)) {
+    onMsg({ ...snap, seq: 0 });
+    request("poll", { version: snap.version }); // a new page comes back only if the snapshot is stale
+  } else {
+    request();
+  }
+  const noKernel = setTimeout(() => {
+    if (data && data.snapshot) statusLine.appendChild(h("span", "lw-live", "static snapshot: no live kernel"));
+  }, 5000);
   return () => {
+    clearTimeout(noKernel);
     clearTimeout(pollTimer);
     clearTimeout(searchTimer);
     model.off("msg:custom", onMsg);

@@ -62,6 +62,8 @@ class EvalGrid(anywidget.AnyWidget):
     columns: t.List[Any] = t.List().tag(sync=True)
     metric_names = t.List(t.Unicode()).tag(sync=True)
     dataset_columns = t.List(t.Unicode()).tag(sync=True)
+    #: the page at display time, saved with the widget state: what a viewer without a kernel renders
+    snapshot: t.Dict[str, Any] = t.Dict().tag(sync=True)
 
     def __init__(self, store: Store, run_ids: list[str], author: str | None = None, **view: Any) -> None:
         query = GridQuery(store, run_ids)
@@ -122,8 +124,8 @@ class EvalGrid(anywidget.AnyWidget):
         try:
             if kind == "page":
                 return self._send_page(seq)
-            if kind == "poll":
-                version = self._query.status()["version"]
+            if kind == "poll":  # the page shown is current unless cells, feedback or the view changed
+                version = self._query.status()["version"] + "|" + self._view_key()
                 if version != content.get("version"):
                     return self._send_page(seq)
                 return self._reply({"type": "poll", "seq": seq, "version": version})
@@ -155,10 +157,17 @@ class EvalGrid(anywidget.AnyWidget):
                 self.page = page["page"]
             finally:
                 self._quiet = False
-        msg = {"type": "page", "seq": seq, **page}
-        self.last_page_bytes = len(json.dumps(msg, separators=(",", ":")).encode())
         self.last_page_seconds = time.perf_counter() - started
+        msg = {"type": "page", "seq": seq, "kernel_ms": round(self.last_page_seconds * 1000, 1), **page}
+        msg["version"] = f"{page['version']}|{self._view_key()}"
+        self.last_page_bytes = len(json.dumps(msg, separators=(",", ":")).encode())
         return self._reply(msg)
+
+    def _view_key(self) -> str:
+        import hashlib
+        import json
+
+        return hashlib.sha1(json.dumps(self.state.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
     def _feedback(self, content: dict[str, Any]) -> dict[str, Any]:
         from workbench import feedback
@@ -220,19 +229,27 @@ class EvalGrid(anywidget.AnyWidget):
     # -- static fallback ---------------------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        """The live widget, plus an HTML table of the current page for viewers without a kernel."""
+        """The live widget, plus the current page for viewers without a kernel.
+
+        Two fallbacks: ``text/html`` (a plain table, used when the notebook keeps no widget state:
+        GitHub, nbconvert of a notebook saved without it) and the ``snapshot`` trait (saved with the
+        widget state, rendered by the widget's own code when no kernel answers).
+        """
         bundle: Any = super()._repr_mimebundle_(**kwargs)
         data, meta = bundle if isinstance(bundle, tuple) else (dict(bundle or {}), {})
         try:
-            data["text/html"] = self.static_html()
+            page = self.current_page()
+            version = f"{page['version']}|{self._view_key()}"
+            self.snapshot = {"type": "page", "seq": None, "snapshot": True, **page, "version": version}
+            data["text/html"] = self.static_html(page)
         except WorkbenchError as exc:
             data["text/html"] = f"<p>EvalGrid: {html.escape(str(exc))}</p>"
         data["text/plain"] = repr(self)
         return data, meta
 
-    def static_html(self, max_chars: int = 300) -> str:
+    def static_html(self, page: dict[str, Any] | None = None, max_chars: int = 300) -> str:
         """The current page as a plain HTML table (rounded numbers, clipped texts): what nbconvert shows."""
-        page = self.current_page()
+        page = page if page is not None else self.current_page()
         state = self.state
         keys = [c["key"] for c in self.columns]
         esc = html.escape
