@@ -232,7 +232,6 @@ class NotebookPage:
         """
         self.page.goto(self.server.notebook_url(name))
         self.page.wait_for_function("() => !!window.jupyterapp", timeout=timeout * 1000)
-        self.eval("() => { const s = window.jupyterapp.shell; if (s.collapseLeft) s.collapseLeft(); }")
         self.page.wait_for_function(
             f"""() => {{ const p = {_PANEL};
                 return !!p && p.context.path.endsWith({json.dumps(name)}) && p.sessionContext.isReady
@@ -240,6 +239,7 @@ class NotebookPage:
                        && p.sessionContext.session.kernel.status === 'idle'; }}""",
             timeout=timeout * 1000,
         )
+        self.eval("() => { const s = window.jupyterapp.shell; if (s.collapseLeft) s.collapseLeft(); }")
 
     def run_all(self, timeout: float = 120.0) -> None:
         """Run every cell and wait until each code cell has an execution count and the kernel is idle."""

@@ -175,7 +175,7 @@ def test_grid_in_notebook7(chromium, tmp_path, server_script):
     server_script.configure(script=[{"status": 400}, {"status": 400}, {"status": 400}])
     with JupyterServer(tmp_path / "root", tmp_path / "workspace", app="notebook") as server:
         write_notebook(server.root_dir / "grid.ipynb", _cells(server_script.base_url))
-        context = chromium.new_context(viewport={"width": 1400, "height": 900})
+        context = chromium.new_context(viewport={"width": 1600, "height": 1000})
         try:
             nb = NotebookPage(context.new_page(), server, artifacts_dir(), prefix=prefix)
             nb.page.set_default_timeout(60_000)
