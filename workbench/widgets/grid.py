@@ -235,8 +235,8 @@ class EvalGrid(anywidget.AnyWidget):
         GitHub, nbconvert of a notebook saved without it) and the ``snapshot`` trait (saved with the
         widget state, rendered by the widget's own code when no kernel answers).
         """
-        bundle: Any = super()._repr_mimebundle_(**kwargs)
-        data, meta = bundle if isinstance(bundle, tuple) else (dict(bundle or {}), {})
+        mime: Any = super()._repr_mimebundle_(**kwargs)
+        data, meta = mime if isinstance(mime, tuple) else (dict(mime or {}), {})
         try:
             page = self.current_page()
             version = f"{page['version']}|{self._view_key()}"
