@@ -170,31 +170,32 @@ def kernel_side(ws_dir: Path, run_id: str, trials: int) -> dict[str, Any]:
         with ws.store.connect() as con:
             con.execute("SELECT 1").fetchall()
 
-    times: dict[str, list[float]] = {"connection floor (open, SELECT 1, close)": []}
-    times.update({k: [] for k in VIEWS})
-    for _ in range(trials):  # interleaved: one of each per trial
-        t = time.perf_counter()
-        floor()
-        times["connection floor (open, SELECT 1, close)"].append(time.perf_counter() - t)
-        for name, view in VIEWS.items():
-            t = time.perf_counter()
-            query.page(ViewState.from_dict({**base, **view}))
-            times[name].append(time.perf_counter() - t)
-    naive = []
-    for _ in range(2):
-        t = time.perf_counter()
+    def naive() -> None:
         frame = ws.get_run(run_id).results()
         frame[frame["error"].notna()].head(20)
-        naive.append(time.perf_counter() - t)
-        del frame
-    med = {k: statistics.median(v) for k, v in times.items()}
-    naive_med = statistics.median(naive)
-    out(f"\n== Kernel side: one page (20 rows), median of {trials} interleaved trials")
-    out(f"{'view':42s} {'ms':>8s} {'x floor':>8s} {'vs results()':>13s}")
-    fl = med["connection floor (open, SELECT 1, close)"]
+
+    fl_name, naive_name = "connection floor (open, SELECT 1, close)", "naive: run.results() + pandas filter"
+    sides: list[tuple[str, Any]] = [(fl_name, floor)]
+    sides += [(k, lambda v=v: query.page(ViewState.from_dict({**base, **v}))) for k, v in VIEWS.items()]
+    sides.append((naive_name, naive))
+    wall: dict[str, list[float]] = {k: [] for k, _ in sides}
+    cpu: dict[str, list[float]] = {k: [] for k, _ in sides}
+    for trial in range(trials):  # interleaved; the order rotates each trial
+        shift = trial % len(sides)
+        for name, fn in sides[shift:] + sides[:shift]:
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    out(f"\n== Kernel side: one page (20 rows), median of {trials} interleaved trials (order rotated)")
+    out(f"{'view':42s} {'wall ms':>8s} {'CPU ms':>8s} {'x floor':>8s} {'x naive':>8s}   all trials (wall ms)")
+    fl, nv = med[fl_name], med[naive_name]
     for k, v in med.items():
-        out(f"{k:42s} {v * 1000:8.1f} {v / fl:8.1f} {v / naive_med:12.3f}x")
-    out(f"{'naive: run.results() + pandas filter':42s} {naive_med * 1000:8.1f} {naive_med / fl:8.1f} {1:12.3f}x")
+        trials_ms = " ".join(f"{x * 1000:.0f}" for x in wall[k])
+        out(f"{k:42s} {v * 1000:8.1f} {med_cpu[k] * 1000:8.1f} {v / fl:8.1f} {v / nv:8.3f}   {trials_ms}")
+    naive_med = nv
 
     out("\n== Bytes per page (JSON as sent to the browser)")
     sizes = {}

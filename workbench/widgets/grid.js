@@ -69,6 +69,7 @@ function fmtScore(v) {
 
 function fmtMs(v) {
   if (v === null || v === undefined) return null;
+  if (v < 1) return "<1 ms";
   return v >= 1000 ? `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)} s` : `${Math.round(v)} ms`;
 }
 
@@ -346,16 +347,29 @@ function render({ model, el }) {
     return wrap;
   }
 
+  // "more" links appear on texts the clamp actually cuts, measured when they scroll into view
+  const clipWatcher =
+    typeof IntersectionObserver === "function"
+      ? new IntersectionObserver((entries) => {
+          const clipped = [];
+          for (const e of entries) {
+            if (!e.isIntersecting) continue;
+            clipWatcher.unobserve(e.target);
+            const more = e.target.parentElement.querySelector(".lw-more");
+            if (more && more.hidden && e.target.scrollHeight > e.target.clientHeight + 1) clipped.push(more);
+          }
+          for (const more of clipped) more.hidden = false;
+        })
+      : null;
+
   function revealClipped(container) {
-    requestAnimationFrame(() => {
-      // all reads first, then all writes: one layout, not one per text
-      const clipped = [];
-      for (const body of container.querySelectorAll(".lw-text-body.lw-clamp")) {
-        const more = body.parentElement.querySelector(".lw-more");
-        if (more && more.hidden && body.scrollHeight > body.clientHeight + 1) clipped.push(more);
-      }
-      for (const more of clipped) more.hidden = false;
-    });
+    const bodies = container.querySelectorAll(".lw-text-body.lw-clamp");
+    if (clipWatcher) {
+      clipWatcher.disconnect();
+      for (const b of bodies) clipWatcher.observe(b);
+    } else {
+      for (const b of bodies) b.parentElement.querySelector(".lw-more").hidden = false;
+    }
   }
 
   function scoreChips(rep, baseRep, isBaseline) {
@@ -482,6 +496,8 @@ function render({ model, el }) {
       err.appendChild(h("b", null, rep.error_kind ? `${rep.error_kind}: ` : "error: "));
       err.appendChild(document.createTextNode(rep.error));
       td.appendChild(err);
+    } else if (rep.output === "" || rep.output === null) {
+      td.appendChild(h("div", "lw-pending", "(empty output)"));
     } else {
       td.appendChild(textBlock(rep.output, rep.cut, rep.diff, key, "lw-output"));
     }
@@ -506,6 +522,10 @@ function render({ model, el }) {
       td.appendChild(det);
     }
     td.appendChild(feedbackBar(row, column, rep, cell.feedback));
+    // rendering of cells scrolled out of view is skipped by the browser (content-visibility)
+    const body = h("div", "lw-cell-body");
+    while (td.firstChild) body.appendChild(td.firstChild);
+    td.appendChild(body);
     return td;
   }
 
@@ -673,6 +693,7 @@ function render({ model, el }) {
     if (data && data.snapshot) statusLine.appendChild(h("span", "lw-live", "static snapshot: no live kernel"));
   }, 5000);
   return () => {
+    if (clipWatcher) clipWatcher.disconnect();
     clearTimeout(noKernel);
     clearTimeout(pollTimer);
     clearTimeout(searchTimer);
