@@ -386,3 +386,18 @@ run.grid(page_size=3)
     states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
     snaps = [s["state"]["snapshot"] for s in states if s["state"].get("snapshot")]
     assert len(snaps) == 1 and len(snaps[0]["rows"]) == 3 and snaps[0]["total"] == 4
+
+
+def test_cli_grid_prints_the_first_page(grid_env):
+    import subprocess
+    import sys
+
+    ws, run = grid_env
+    cmd = [sys.executable, "-m", "workbench.cli", "grid", run.run_id[:12], "-w", str(ws.path), "--page-size", "4"]
+    out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["case_id"] for r in rows] == ["c00", "c01", "c02", "c03"]
+    assert rows[3]["plain:output"] == "echo: Q: what is item 3 made of?"
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0 and "polite:token_f1" in text.stdout
