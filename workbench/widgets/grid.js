@@ -493,7 +493,8 @@ function render({ model, el }) {
     if (rep.error) {
       td.classList.add("lw-has-error");
       const err = h("div", "lw-error");
-      err.appendChild(h("b", null, rep.error_kind ? `${rep.error_kind}: ` : "error: "));
+      err.appendChild(h("b", null, "error: "));
+      if (rep.error_kind) err.title = `kind: ${rep.error_kind}`;
       err.appendChild(document.createTextNode(rep.error));
       td.appendChild(err);
     } else if (rep.output === "" || rep.output === null) {
