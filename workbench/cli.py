@@ -216,6 +216,21 @@ def cmd_retrieval_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    """The grid's first page as text (the interactive grid is the notebook's ``%llmops grid``)."""
+    from workbench.gridview import GridQuery
+
+    store = _workspace(args).store
+    query = GridQuery(store, [store.get_run(r)["run_id"] for r in args.run_ids])
+    frame = query.frame(query.default_state(), limit=args.page_size)
+    frame.columns = [f"{a}:{b}" if a != "case" else b for a, b in frame.columns]
+    if args.json:
+        _print_json(json.loads(frame.to_json(orient="records")))
+    else:
+        _print_table(frame)
+    return 0
+
+
 def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The full command tree; the magics pass a parser class that raises instead of exiting."""
     common = parser_class(add_help=False)
@@ -336,6 +351,17 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     )
     p.add_argument("spec", help="YAML with dataset, retrievers and (optionally) metrics naming the gold column")
     p.set_defaults(func=cmd_retrieval_eval)
+
+    p = sub.add_parser(
+        "grid",
+        parents=[common],
+        help="side-by-side grid of one run, or of two runs over one dataset",
+        description="Cases as rows, variants as columns. In a notebook (%llmops grid) it is an interactive "
+        "widget (filters, sorts, diffs, feedback); on the command line it prints the first page.",
+    )
+    p.add_argument("run_ids", nargs="+", metavar="RUN", help="run id (or a unique prefix); give two to compare runs")
+    p.add_argument("--page-size", type=int, default=20, help="rows per page (default 20)")
+    p.set_defaults(func=cmd_grid)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub, common, progress)

@@ -60,5 +60,7 @@ class NotFoundError(WorkbenchError):
 
 class BundleError(ValidationError):
     """A bundle cannot be exported, or a bundle on disk is incomplete, tampered with or unsafe to open."""
+
+
 class PromotionError(WorkbenchError):
     """A bundle may not move to the stage asked (failed gates, missing approval, wrong order)."""

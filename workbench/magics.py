@@ -101,6 +101,8 @@ def llmops(line: str, cell: str | None = None) -> Any:
             )
         if command == "compare":
             return ws.get_run(args.run_id).compare(args.a, args.b, args.metric)
+        if command == "grid":
+            return ws.grid(*args.run_ids, page_size=args.page_size)
         if command == "winner":
             from workbench.analysis import bounds
 

@@ -516,6 +516,12 @@ class Run:
 
         return bundles.export(self, path, variant, **options)
 
+    def grid(self, **view: Any) -> Any:
+        """Side-by-side EvalGrid widget of this run; ``view`` presets filters/sort/baseline (see ViewState)."""
+        from workbench.widgets.grid import EvalGrid
+
+        return EvalGrid(self.store, [self.run_id], **view)
+
     # -- analysis (workbench.analysis) -------------------------------------------------------
 
     def compare(

@@ -391,6 +391,13 @@ class Workspace:
 
         return promotion.promotions(self, bundle)
 
+    def grid(self, *runs: Run | str, **view: Any) -> Any:
+        """EvalGrid widget of one run, or of two runs over one dataset side by side (columns: both runs' variants)."""
+        from workbench.widgets.grid import EvalGrid
+
+        ids = [r.run_id if isinstance(r, Run) else self.store.get_run(r)["run_id"] for r in runs]
+        return EvalGrid(self.store, ids, **view)
+
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         """Read-only SQL over the workspace tables (see workbench.store for the schema)."""
         return self.store.sql(query, params)

@@ -2,7 +2,7 @@
 
 - ``chromium``: one headless browser per session (skips when ``/usr/bin/chromium`` is missing).
 - ``lab``: a JupyterLab per test module, root dir and ``LLMOPS_WORKSPACE`` in a temp dir.
-- ``notebook_page``: a fresh page (1400x900) on ``lab``, wrapped in ``harness.NotebookPage``;
+- ``notebook_page``: a fresh page (1600x1000) on ``lab``, wrapped in ``harness.NotebookPage``;
   screenshots are prefixed with the test's name.
 
 Write a notebook into ``lab.root_dir`` with ``harness.write_notebook``, then ``notebook_page.open(name)``.
@@ -47,7 +47,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.JupyterSer
 def notebook_page(chromium: Any, lab: harness.JupyterServer, request: pytest.FixtureRequest) -> Iterator[Any]:
     prefix = request.node.name.replace("/", "_") + "-"
     harness.clean_artifacts(prefix)
-    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    context = chromium.new_context(viewport={"width": 1600, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
     nb = harness.NotebookPage(page, lab, harness.artifacts_dir(), prefix=prefix)

@@ -226,7 +226,10 @@ class NotebookPage:
         return self.page.evaluate(js, arg)
 
     def open(self, name: str, timeout: float = 60.0) -> None:
-        """Open ``name`` (relative to the server's root) and wait for its kernel to be idle."""
+        """Open ``name`` (relative to the server's root) and wait for its kernel to be idle.
+
+        JupyterLab's left sidebar is collapsed so outputs get the width of the window.
+        """
         self.page.goto(self.server.notebook_url(name))
         self.page.wait_for_function("() => !!window.jupyterapp", timeout=timeout * 1000)
         self.page.wait_for_function(
@@ -236,6 +239,7 @@ class NotebookPage:
                        && p.sessionContext.session.kernel.status === 'idle'; }}""",
             timeout=timeout * 1000,
         )
+        self.eval("() => { const s = window.jupyterapp.shell; if (s.collapseLeft) s.collapseLeft(); }")
 
     def run_all(self, timeout: float = 120.0) -> None:
         """Run every cell and wait until each code cell has an execution count and the kernel is idle."""
