@@ -554,6 +554,12 @@ class Run:
 
         return analysis.variant_cis(self, metric, confidence=confidence)
 
+    def charts(self, metric: str | None = None, constraints: Any = None) -> Any:
+        """Leaderboard charts: means with CIs, score distributions, cost/latency vs quality (Pareto), the winner."""
+        from workbench.widgets.charts import Charts
+
+        return Charts(self, metric, constraints)
+
     def agreement(self, metric: str, human: str = "rating") -> dict[str, Any]:
         """Judge-human agreement (Cohen's kappa, Spearman) on cells with both a score and feedback."""
         from workbench import analysis
