@@ -34,6 +34,7 @@ _EXPORTS = {
     "ModelError": "workbench.errors",
     "ModelFatalError": "workbench.errors",
     "NotFoundError": "workbench.errors",
+    "PromptEditor": "workbench.widgets.prompt_editor",
 }
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "ModelFatalError",
     "NotFoundError",
     "Prompt",
+    "PromptEditor",
     "Run",
     "SchemaVersionError",
     "Score",
@@ -101,4 +103,5 @@ if TYPE_CHECKING:
     from workbench.metrics.registry import Score, metric
     from workbench.prompts import Prompt
     from workbench.runner import Experiment, Run, Variant
+    from workbench.widgets.prompt_editor import PromptEditor
     from workbench.workspace import Workspace, open  # noqa: A004

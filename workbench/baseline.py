@@ -53,7 +53,9 @@ def find_question_and_context(messages: list[dict[str, Any]]) -> tuple[str, str]
         asks = [s for s in split_sentences(user) if s.rstrip().endswith("?")]
         question = asks[-1] if asks else user.strip()
     c = _CONTEXT.search(user) or _CONTEXT.search(everything)
-    context = c.group(1).strip() if c else everything.replace(question, " ")
+    # Without a labelled context, the rest of the prompt is the context: minus the question line itself (label
+    # included), so a prompt holding only a question yields no answer rather than the word "Question:".
+    context = c.group(1).strip() if c else _QUESTION.sub(" ", everything).replace(question, " ")
     return question, context
 
 
