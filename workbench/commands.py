@@ -152,8 +152,7 @@ def _prompt(ws: Any, args: argparse.Namespace, cell: str | None) -> Any:
                 f"prompt {args.name!r}: no template text. In a notebook put it in the cell body "
                 "(%%llmops prompt NAME); on the command line use --user TEXT or --file PATH"
             )
-        saved = ws.add_prompt(args.name, user.strip("\n"), system=args.system)
-        return ws.prompt_diff(args.name, b=saved.version)
+        return ws.save_prompt(args.name, user.strip("\n"), system=args.system)
     if args.action == "list":
         return ws.prompts()
     if args.action == "show":

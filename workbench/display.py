@@ -51,6 +51,10 @@ class Table(pd.DataFrame):
         return out
 
     def _repr_html_(self) -> str | None:
+        with pd.option_context("display.max_colwidth", MAX_COLWIDTH):
+            return self._html()
+
+    def _html(self) -> str:
         return self._display_frame().to_html(
             na_rep="",
             float_format=fmt_number,

@@ -155,6 +155,8 @@ class PromptDiff:
         return [d for d in diff if not d.startswith(("---", "+++"))]
 
     def _title(self) -> str:
+        if self.old is not None and not self.changed:
+            return f"prompt {self.name!r} v{self.new.version}"
         old = f"v{self.old.version}" if self.old is not None else "nothing"
         return f"prompt {self.name!r}: {old} -> v{self.new.version}"
 

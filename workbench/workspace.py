@@ -105,6 +105,13 @@ class Workspace:
 
         return table(self.store.list_prompts())
 
+    def save_prompt(self, name: str, user: str, system: str | None = None) -> PromptDiff:
+        """Store a version and return what changed against the latest one before (identical text: no change)."""
+        before = self.store.find_prompt(name)
+        new = self.add_prompt(name, user, system)
+        old = self.prompt(name, before["version"]) if before is not None else None
+        return PromptDiff(name, old, new)
+
     def prompt_diff(self, name: str, a: int | None = None, b: int | None = None) -> PromptDiff:
         """What changed between two versions of a prompt (default: the latest against the one before)."""
         new = self.prompt(name, b)

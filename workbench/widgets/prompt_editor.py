@@ -103,9 +103,8 @@ class PromptEditor(anywidget.AnyWidget):  # type: ignore[misc]
 
     def save(self) -> Any:
         """Store the current text as a new version of ``name``; returns the diff to the previous version."""
-        prompt = self._ws.add_prompt(self.name, self.user, system=self.system or None)
-        diff = self._ws.prompt_diff(self.name, b=prompt.version)
-        self.saved = {"name": self.name, "version": prompt.version, "changed": diff.changed, "diff": str(diff)}
+        diff = self._ws.save_prompt(self.name, self.user, system=self.system or None)
+        self.saved = {"name": self.name, "version": diff.new.version, "changed": diff.changed, "diff": str(diff)}
         return diff
 
     def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
