@@ -15,7 +15,6 @@ import re
 import warnings
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import workbench as wb
@@ -168,7 +167,9 @@ metrics: [{{name: contains, expected: target}}]
     first = magic(ip, f"run -w {w} --no-progress", spec)
     assert first.status == "completed" and fake_llm.stats()["chat"] == 12
     magic(ip, f"prompt p2 -w {w}", "Again: {{ input }}")
-    run = magic(ip, f"run -w {w} --no-progress --dataset qa --prompts p2 --models served --metrics contains:expected=target")
+    run = magic(
+        ip, f"run -w {w} --no-progress --dataset qa --prompts p2 --models served --metrics contains:expected=target"
+    )
     assert run.status == "completed" and fake_llm.stats()["chat"] == 24  # "served" is the stored config: same server
 
 
@@ -259,8 +260,9 @@ def test_baseline_without_context_answers_nothing_and_cancel_leaves_no_warning(t
     ws = wb.open(tmp_path / "ws")
     rows = [{"id": f"c{i}", "q": f"Fact number {i} is true. Other text {i}."} for i in range(400)]
     ws.add_dataset("d", rows, id="id")
-    exp = ws.experiment("d", [wb.Prompt("p", "Context: {{ q }}\nQuestion: fact {{ id }}?")], "local/extractive",
-                        concurrency=16)
+    exp = ws.experiment(
+        "d", [wb.Prompt("p", "Context: {{ q }}\nQuestion: fact {{ id }}?")], "local/extractive", concurrency=16
+    )
 
     async def start_and_cancel():
         task = asyncio.ensure_future(exp.arun(progress=False))
@@ -299,7 +301,7 @@ class Recorder:
         seen.append(("update", time.perf_counter(), snap.eta, snap.done, [r["n"] for r in snap.board]))
     def close(self, snap):
         seen.append(("close", time.perf_counter(), snap.eta, snap.done, snap.status))
-ws = wb.open({str(tmp_path / 'ws')!r})
+ws = wb.open({str(tmp_path / "ws")!r})
 ws.add_dataset("d", [{{"id": f"c{{i}}", "q": f"question {{i}}"}} for i in range(160)], id="id")
 exp = ws.experiment("d", [wb.Prompt("a", "A {{{{ q }}}}"), wb.Prompt("b", "B {{{{ q }}}}")],
                     [{{"name": "m", "model": "openai/test-model", "api_base": {fake_llm.base_url!r}}}],

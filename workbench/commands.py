@@ -263,7 +263,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, progress: argparse.A
         help="add, list, show or profile stored datasets",
         description="Manage the workspace's datasets (immutable, versioned by content).",
     )
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="one of the actions below")
     a = acts.add_parser(
         "add", parents=[common], help="store a file as a dataset version", description="Store a dataset version."
     )
@@ -283,7 +283,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, progress: argparse.A
         description="Manage prompt templates. In a notebook, `%%llmops prompt NAME [--system TEXT]` stores the "
         "cell body as a new version of NAME and shows the diff to the previous one.",
     )
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="one of the actions below")
     a = acts.add_parser(
         "save",
         parents=[common],
@@ -312,7 +312,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, progress: argparse.A
         description="Manage named retrieval configs. In a notebook, `%%llmops retriever NAME` stores the cell's "
         "YAML (the spec's retriever keys: corpus, chunker, embedder, index, top_k, hybrid, mmr, query, filter).",
     )
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="one of the actions below")
     a = acts.add_parser(
         "save", parents=[common], help="store a config", description="Store a named retriever config (YAML)."
     )
