@@ -41,9 +41,7 @@ class PromptEditor(anywidget.AnyWidget):  # type: ignore[misc]
     error = traitlets.Unicode("").tag(sync=True)
     saved = traitlets.Dict().tag(sync=True)
 
-    def __init__(
-        self, ws: Any, dataset: Any, name: str = "draft", *, retriever: bool = False, **kwargs: Any
-    ) -> None:
+    def __init__(self, ws: Any, dataset: Any, name: str = "draft", *, retriever: bool = False, **kwargs: Any) -> None:
         ds = ws.dataset(dataset) if isinstance(dataset, str) else dataset
         cases = ds.cases()[:MAX_PREVIEW_CASES]
         start: dict[str, Any] = {}
@@ -95,7 +93,13 @@ class PromptEditor(anywidget.AnyWidget):  # type: ignore[misc]
             messages = Prompt(self.name or "draft", self.user, self.system or None).render(template_vars(case, extra))
         except Exception as exc:  # noqa: BLE001 - shown in the editor; the runner reports the same error
             self.preview = []
-            hint = f" (not a column; columns: {', '.join(self.columns)})" if missing else ""
+            hint = ""
+            if missing:
+                import difflib
+
+                close = [m for v in missing for m in difflib.get_close_matches(v, self.columns, n=1)]
+                hint = f" (not a column; columns: {', '.join(self.columns)})"
+                hint += f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             self.error = render_error_text(exc) + hint
             return
         self.preview = messages

@@ -33,18 +33,33 @@ function render({ model, el: root }) {
   ]);
   root.appendChild(el("div", { class: "llmops-pe" }, [left, right]));
 
+  // Typed text is pushed to the kernel 150 ms after the last keystroke; until then it wins over any model
+  // change coming back (an echo of an older state must never overwrite what is being typed).
   let timer = null;
-  const push = () => {
+  let pending = false;
+  let flushing = false;
+  const flush = () => {
     clearTimeout(timer);
-    timer = setTimeout(() => {
-      model.set("name", name.value);
-      model.set("system", system.value);
-      model.set("user", user.value);
-      model.save_changes();
-    }, 150);
+    if (!pending) return;
+    // read all three boxes before setting any: each set() fires a change event that would redraw the others
+    const values = { name: name.value, system: system.value, user: user.value };
+    flushing = true;
+    try {
+      for (const [key, value] of Object.entries(values)) model.set(key, value);
+    } finally {
+      flushing = false;
+      pending = false;
+    }
+    model.save_changes();
+  };
+  const push = () => {
+    pending = true;
+    clearTimeout(timer);
+    timer = setTimeout(flush, 150);
   };
   for (const input of [name, system, user]) input.addEventListener("input", push);
   const pick = (i) => {
+    flush();
     const n = model.get("case_ids").length;
     if (!n) return;
     model.set("case_index", ((i % n) + n) % n);
@@ -54,16 +69,14 @@ function render({ model, el: root }) {
   prev.addEventListener("click", () => pick(model.get("case_index") - 1));
   next.addEventListener("click", () => pick(model.get("case_index") + 1));
   save.addEventListener("click", () => {
-    clearTimeout(timer);
-    model.set("name", name.value);
-    model.set("system", system.value);
-    model.set("user", user.value);
-    model.save_changes();
+    pending = true;
+    flush();
     saved.textContent = "saving…";
     model.send({ type: "save" });
   });
 
   const syncText = () => {
+    if (pending || flushing) return;
     // never overwrite what the user is typing in the focused box
     if (document.activeElement !== name) name.value = model.get("name");
     if (document.activeElement !== system) system.value = model.get("system");
