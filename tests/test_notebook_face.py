@@ -295,7 +295,7 @@ import workbench as wb
 seen = []
 class Recorder:
     def __init__(self, snap):
-        self.imported = "litellm" in sys.modules
+        self.imported = "openai" in sys.modules
         seen.append(("start", time.perf_counter(), snap.eta, snap.done, self.imported))
     def update(self, snap):
         seen.append(("update", time.perf_counter(), snap.eta, snap.done, [r["n"] for r in snap.board]))
@@ -314,7 +314,7 @@ print(json.dumps({{"seen": seen, "t0": t0, "end": time.perf_counter()}}))
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout.strip().splitlines()[-1])
     seen = data["seen"]
-    assert seen[0][0] == "start" and seen[0][4] is True  # the model library was imported before the clock started
+    assert seen[0][0] == "start" and seen[0][4] is True  # the model client was imported before progress started
     updates = [s for s in seen if s[0] == "update"]
     assert len(updates) >= 2 and seen[-1][0] == "close" and seen[-1][4] == "completed" and seen[-1][3] == 320
     assert sum(updates[-1][4]) == updates[-1][3]  # the board so far counts every finished cell
