@@ -243,7 +243,8 @@ class Charts:
         elif suffix == ".html":
             import vl_convert as vlc
 
-            p.write_text(vlc.vegalite_to_html(self.spec(), vl_version=VL_VERSION, bundle=True), encoding="utf-8")
+            # third argument: inline the Vega JavaScript, so the page works offline
+            p.write_text(vlc.vegalite_to_html(self.spec(), VL_VERSION, True), encoding="utf-8")
         else:
             raise ValidationError(
                 f"cannot save charts as {suffix or 'a file without suffix'}: use .png, .svg, .json or .html"
@@ -262,8 +263,8 @@ class Charts:
         return "\n".join(lines)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle: dict[str, Any] = {VEGALITE_MIME: self.spec(), "text/plain": repr(self)}
+        mimes: dict[str, Any] = {VEGALITE_MIME: self.spec(), "text/plain": repr(self)}
         png = self.png()
         if png is not None:
-            bundle["image/png"] = base64.b64encode(png).decode("ascii")
-        return bundle
+            mimes["image/png"] = base64.b64encode(png).decode("ascii")
+        return mimes

@@ -135,8 +135,8 @@ class PromptEditor(anywidget.AnyWidget):  # type: ignore[misc]
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        mimes = super()._repr_mimebundle_(**kwargs)
+        data = mimes[0] if isinstance(mimes, tuple) else mimes
         if isinstance(data, dict):
             data["text/html"] = self._static_html()
-        return bundle
+        return mimes
