@@ -323,3 +323,29 @@ print(json.dumps({{"seen": seen, "t0": t0, "end": time.perf_counter()}}))
     first_t, first_eta = etas[0]
     actual_left = data["end"] - first_t
     assert first_eta < 4 * actual_left + 5, (first_eta, actual_left)  # not minutes off like the import made it
+
+
+def test_cli_saves_the_charts(tmp_path, files, capsys):
+    from workbench.cli import main
+
+    data, _ = files
+    ws = wb.open(tmp_path / "ws")
+    ws.add_dataset("qa", data, id="key")
+    prompts = [wb.Prompt("a", "Context: {{ input }}\nQuestion: {{ input }}"), wb.Prompt("b", "Question: {{ input }}")]
+    run = ws.experiment("qa", prompts, "local/extractive", [{"name": "token_f1", "expected": "input"}]).run(
+        progress=False
+    )
+    for name in ("board.png", "board.json", "board.html", "board.svg"):
+        assert main(["leaderboard", run.run_id, "-w", str(tmp_path / "ws"), "--plot", str(tmp_path / name)]) == 0
+    assert (tmp_path / "board.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    spec = json.loads((tmp_path / "board.json").read_text())
+    assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/v5")
+    assert "Winner on token_f1: a" in json.dumps(spec["title"])
+    assert "<svg" in (tmp_path / "board.svg").read_text()
+    page = (tmp_path / "board.html").read_text()
+    assert "vegaEmbed" in page and "cdn.jsdelivr" not in page  # self-contained: opens offline
+    assert main(["leaderboard", run.run_id, "-w", str(tmp_path / "ws"), "--plot", str(tmp_path / "x.gif")]) == 2
+    assert "cannot save charts as .gif" in capsys.readouterr().err
+    from workbench.widgets.charts import pareto_front
+
+    assert pareto_front([("cheap", 1, 0.5), ("good", 2, 0.9), ("worse", 3, 0.8), ("tie", 1, 0.4)]) == ["cheap", "good"]
