@@ -349,3 +349,12 @@ def test_cli_saves_the_charts(tmp_path, files, capsys):
     from workbench.widgets.charts import pareto_front
 
     assert pareto_front([("cheap", 1, 0.5), ("good", 2, 0.9), ("worse", 3, 0.8), ("tie", 1, 0.4)]) == ["cheap", "good"]
+
+
+def test_a_stop_after_the_last_cell_is_not_an_interrupted_run(tmp_path, files):
+    data, _ = files
+    ws = wb.open(tmp_path / "ws")
+    ws.add_dataset("qa", data, id="key")
+    run = ws.experiment("qa", [wb.Prompt("p", "Q: {{ input }}")], "local/extractive").run(progress=False)
+    assert ws.store.finish_run(run.run_id, "interrupted", [], [], [], [])[2] == "completed"
+    assert run.status == "completed"

@@ -69,21 +69,22 @@ run = exp.run()
 
 
 @pytest.mark.slow
-def test_stop_button_in_a_magic_run_leaves_a_clean_notice(tmp_path):
-    """%llmops run with the extractive baseline, interrupted mid-run: no red warnings, true counts, a usable hint."""
+def test_stop_button_in_a_magic_run_leaves_a_clean_notice(tmp_path, fake_llm):
+    """%%llmops run interrupted mid-run: no red warnings, true counts, a hint a magic user can follow."""
+    fake_llm.configure(latency=0.1)
     ws_dir = tmp_path / "ws"
     rows = [
         {"id": f"c{i}", "question": f"What about item {i}?", "context": f"Item {i} is fine. Others vary."}
-        for i in range(1500)
+        for i in range(300)
     ]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cell = f"""%%llmops run -w {ws_dir}
 dataset: {{name: d, path: {data}, id: id}}
 prompts: [{{name: p, user: "Context: {{{{ context }}}}\\nQuestion: {{{{ question }}}}"}}]
-models: [local/extractive]
+models: [{{name: m, model: openai/test-model, api_base: "{fake_llm.base_url}"}}]
 metrics: [{{name: token_f1, expected: context}}]
-concurrency: 4
+concurrency: 2
 """
     km, kc = _start_kernel()
     interrupted = []
@@ -91,7 +92,7 @@ concurrency: 4
     def stop_when_running(msg):
         if interrupted or msg["msg_type"] != "update_display_data":
             return
-        done = re.search(r"running: (\d+)/1500", _html(msg))
+        done = re.search(r"running: (\d+)/300", _html(msg))
         if done and int(done.group(1)) > 0:
             km.interrupt_kernel()
             interrupted.append(int(done.group(1)))
@@ -110,6 +111,6 @@ concurrency: 4
     assert len(result) == 1, [m["msg_type"] for m in messages]
     run = wb.open(ws_dir).get_run(wb.open(ws_dir).runs()["run_id"][0])
     stored = len(run.results())
-    assert run.status == "interrupted" and 0 < stored < 1500
-    assert f"interrupted, {stored}/1500 cells stored" in _html(result[0])
-    assert f"interrupted: {stored}/1500 cells stored" in streams
+    assert run.status == "interrupted" and 0 < stored < 300
+    assert f"interrupted, {stored}/300 cells stored" in _html(result[0])
+    assert f"interrupted: {stored}/300 cells stored" in streams

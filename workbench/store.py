@@ -627,6 +627,8 @@ class Store:
             )
             if status == "completed" and stored < n_cells:
                 status = "incomplete"
+            elif status == "interrupted" and stored >= n_cells:  # stop pressed as the last cells were written
+                status = "completed"
             con.execute(
                 "UPDATE runs SET status=$2, finished_at=CASE WHEN $3 THEN now() ELSE finished_at END WHERE run_id=$1",
                 [run_id, status, status == "completed"],
