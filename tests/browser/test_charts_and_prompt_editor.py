@@ -95,3 +95,48 @@ def test_prompt_editor_flags_previews_and_saves_a_version(lab, notebook_page):
     assert ws.prompt("draft", 1).user == "Question: {{ input }}\nKnown facts: {{ passage }}"
     assert ws.prompt("draft", 1).system == "Answer yes or no."
     assert ws.prompt("draft").version == 2 and ws.prompt("draft").user == "Question: {{ input }}\nFacts: {{ passage }}"
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory):
+    import harness
+
+    base = tmp_path_factory.mktemp("nb7")
+    with harness.JupyterServer(base / "root", base / "workspace", app="notebook") as server:
+        yield server
+
+
+def test_charts_and_editor_render_in_notebook_7(chromium, notebook7, request):
+    import harness
+
+    prefix = "notebook7-"
+    harness.clean_artifacts(prefix)
+    cells = [
+        SETUP,
+        """run = ws.experiment("qa", [wb.Prompt("a", "Context: {{ passage }}\\nQuestion: {{ input }}"),
+                           wb.Prompt("b", "Question: {{ input }}")],
+                    "local/extractive", [{"name": "token_f1", "expected": "passage"}]).run()
+run.charts()""",
+        'wb.PromptEditor(ws, "qa", name="nb7", user="Question: {{ input }}")',
+    ]
+    write_notebook(notebook7.root_dir / "nb7.ipynb", cells)
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = harness.NotebookPage(context.new_page(), notebook7, harness.artifacts_dir(), prefix=prefix)
+        page.page.set_default_timeout(60_000)
+        page.open("nb7.ipynb")
+        page.run_all(timeout=240)
+        assert page.errors() == []
+        page.page.wait_for_function(
+            "() => { const c = document.querySelector('.jp-RenderedVegaLite canvas, .jp-RenderedVegaLite svg');"
+            " return c && c.getBoundingClientRect().width > 400; }",
+            timeout=60_000,
+        )
+        preview = page.page.locator(".llmops-pe .pe-preview")
+        preview.get_by_text("Question: Does treatment 0 reduce symptom 0?").wait_for(timeout=60_000)
+        page.page.locator(".jp-RenderedVegaLite").first.scroll_into_view_if_needed()
+        page.screenshot("charts", page.page.locator(".jp-RenderedVegaLite").first)
+        page.page.locator(".llmops-pe").scroll_into_view_if_needed()
+        page.screenshot("editor", page.page.locator(".llmops-pe"))
+    finally:
+        context.close()
