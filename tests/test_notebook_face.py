@@ -358,3 +358,69 @@ def test_a_stop_after_the_last_cell_is_not_an_interrupted_run(tmp_path, files):
     run = ws.experiment("qa", [wb.Prompt("p", "Q: {{ input }}")], "local/extractive").run(progress=False)
     assert ws.store.finish_run(run.run_id, "interrupted", [], [], [], [])[2] == "completed"
     assert run.status == "completed"
+
+
+def test_management_commands_on_the_command_line(tmp_path, files, capsys):
+    from workbench.cli import main
+
+    data, corpus = files
+    w = ["-w", str(tmp_path / "ws")]
+    assert main(["dataset", "add", "qa", str(data), "--id", "key", *w]) == 0
+    assert "dataset qa@v1 (12 cases" in capsys.readouterr().out
+    assert main(["prompt", "save", "p", "--user", "Q: {{ input }}", *w]) == 0
+    assert "prompt 'p': nothing -> v1 (first version)" in capsys.readouterr().out
+    assert main(["prompt", "save", "p", "--user", "Question: {{ input }}", "--json", *w]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["new_version"] == 2 and saved["changed"]
+    assert main(["prompt", "diff", "p", "1", "2", "--json", *w]) == 0
+    diff = json.loads(capsys.readouterr().out)
+    assert diff["old_version"] == 1 and diff["new_version"] == 2 and "+[user] Question: {{ input }}" in diff["diff"]
+    assert main(["prompt", "show", "p", "--json", *w]) == 0
+    assert json.loads(capsys.readouterr().out)["user"] == "Question: {{ input }}"
+    config = tmp_path / "r.yaml"
+    config.write_text(f"corpus: {{path: {corpus.name}, id: doc_id, text: text}}\nchunker: 48\ntop_k: 2\nquery: input\n")
+    assert main(["retriever", "save", "r48", "--file", str(config), *w]) == 0
+    assert main(["retriever", "list", *w]) == 0
+    assert "fixed 48/32 tokens" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "retrieval-eval",
+                "--dataset",
+                "qa",
+                "--retrievers",
+                "r48",
+                "--gold",
+                "gold",
+                "--question",
+                "input",
+                "--json",
+                *w,
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)[0]["config"] == "r48"
+    assert (
+        main(
+            [
+                "run",
+                "--dataset",
+                "qa",
+                "--prompts",
+                "p",
+                "--models",
+                "local/extractive",
+                "--retrievers",
+                "r48",
+                "--metrics",
+                "recall_at_k:gold=gold",
+                "--no-progress",
+                "--json",
+                *w,
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["status"] == "completed" and summary["leaderboard"][0]["recall_at_k"] > 0.5

@@ -239,11 +239,17 @@ def _print(obj: Any, as_json: bool) -> None:
         else:
             sys.stdout.write(repr(obj) + "\n")
         return
+    if hasattr(obj, "to_pandas"):  # a Dataset: its reference and first rows
+        sys.stdout.write(f"dataset {obj.ref} ({obj.n_cases} cases, hash {obj.hash[:12]})\n")
+        _print(obj.to_pandas().head(10), as_json)
+        return
+    if hasattr(obj, "record"):  # a Prompt
+        obj = {**obj.record(), "version": obj.version}
     if as_json:
-        data = obj.as_dict() if hasattr(obj, "as_dict") else getattr(obj, "__dict__", str(obj))
+        data = obj.as_dict() if hasattr(obj, "as_dict") else obj
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     else:
-        sys.stdout.write(str(obj) + "\n")
+        sys.stdout.write((json.dumps(obj, indent=2) if isinstance(obj, dict) else str(obj)) + "\n")
 
 
 def _cli(handler: Handler) -> Callable[[argparse.Namespace], int]:

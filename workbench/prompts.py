@@ -81,6 +81,20 @@ class Prompt:
         messages.append({"role": "user", "content": self._compiled["user"].render(variables)})
         return messages
 
+    def _repr_html_(self) -> str:
+        import html
+
+        parts = [("system", self.system)] + [(f"few-shot {m['role']}", m["content"]) for m in self.few_shot]
+        parts.append(("user", self.user))
+        body = "".join(
+            f"<div><small>{html.escape(role)}</small><pre style='white-space:pre-wrap;margin:0 0 4px'>"
+            f"{html.escape(text)}</pre></div>"
+            for role, text in parts
+            if text is not None
+        )
+        version = f" v{self.version}" if self.version is not None else ""
+        return f"<b>prompt {html.escape(self.name)}{version}</b> <small>{self.hash[:12]}</small>{body}"
+
     def record(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -146,6 +160,15 @@ class PromptDiff:
     @property
     def changed(self) -> bool:
         return self.old is None or self.old.hash != self.new.hash
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "old_version": self.old.version if self.old is not None else None,
+            "new_version": self.new.version,
+            "changed": self.changed,
+            "diff": self.lines() if self.old is not None else self._texts(self.new),
+        }
 
     def lines(self) -> list[str]:
         """Unified diff lines (no headers); an empty list when nothing changed."""

@@ -202,9 +202,26 @@ class Workspace:
         return RetrievalConfig.parse(rec["config"], where=f"stored retriever {name!r}")
 
     def retrievers(self) -> pd.DataFrame:
+        """Stored retriever configs, one row per version, with the settings that tell them apart."""
+        import json
+
         from workbench.display import table
 
-        return table(self.store.list_retrievers())
+        frame = self.store.list_retrievers()
+        configs = [json.loads(c) for c in frame["config"]]
+        frame = frame.drop(columns=["config"]).assign(
+            corpus=[(c.get("corpus") or {}).get("path") for c in configs],
+            chunker=[
+                "{type} {size}/{overlap} {unit}".format(**c["chunker"]) if c.get("chunker") else None for c in configs
+            ],
+            embedder=[c.get("embedder") if isinstance(c.get("embedder"), str) else "custom" for c in configs],
+            index=[(c.get("index") or {}).get("type") for c in configs],
+            top_k=[c.get("top_k") for c in configs],
+            hybrid=[bool(c.get("hybrid")) for c in configs],
+            mmr=[bool(c.get("mmr")) for c in configs],
+        )
+        front = ["name", "version", "chunker", "embedder", "index", "top_k", "hybrid", "mmr", "corpus"]
+        return table(frame[front + [c for c in frame.columns if c not in front]])
 
     def _retriever_items(self, items: Sequence[Any]) -> list[Any]:
         """Names of stored retrievers become their configs; dicts and configs pass through."""
