@@ -284,7 +284,7 @@ def test_baseline_without_context_answers_nothing_and_cancel_leaves_no_warning(t
 
 
 def test_live_progress_snapshots_and_first_eta(tmp_path, fake_llm):
-    """The reporter is fed about once a second; its first ETA comes after the model library's import."""
+    """The reporter is fed about once a second; its first ETA leaves out the model client's import and warm-up."""
     import subprocess
     import sys
 
@@ -314,7 +314,7 @@ print(json.dumps({{"seen": seen, "t0": t0, "end": time.perf_counter()}}))
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout.strip().splitlines()[-1])
     seen = data["seen"]
-    assert seen[0][0] == "start" and seen[0][4] is True  # the model client was imported before progress started
+    assert seen[0][0] == "start" and seen[0][2] is None  # no ETA before anything finished
     updates = [s for s in seen if s[0] == "update"]
     assert len(updates) >= 2 and seen[-1][0] == "close" and seen[-1][4] == "completed" and seen[-1][3] == 320
     assert sum(updates[-1][4]) == updates[-1][3]  # the board so far counts every finished cell

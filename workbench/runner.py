@@ -950,7 +950,8 @@ class _Executor:
                         fast = []
             if fast:
                 await self._record_cached(fast)
-            # the model clients' imports (litellm: seconds) happen before progress starts, not in its first tick
+            self._start_reporting()  # shown at once; the ETA's clock starts at the first tick with finished cells
+            # the model clients' imports (litellm: seconds) happen here, not inside the first calls
             routes = {g[0].variant.model.route for g in groups.values()}
             if "litellm" in routes:
                 from workbench.llm import litellm_module
@@ -960,7 +961,6 @@ class _Executor:
                 import importlib
 
                 await asyncio.to_thread(importlib.import_module, "openai")
-            self._start_reporting()
             if groups or hits:
                 stop = asyncio.Event()
                 flusher = asyncio.create_task(self._flusher(stop))
