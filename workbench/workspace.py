@@ -97,7 +97,12 @@ class Workspace:
     def prompt(self, name: str, version: int | None = None) -> Prompt:
         rec = self.store.find_prompt(name, version)
         if rec is None:
-            raise NotFoundError(f"no prompt {name!r} in workspace {self.path}; add one with ws.add_prompt(...)")
+            which = f"prompt {name!r}" + (f" version {version}" if version is not None else "")
+            known = self.store.names("prompt")
+            raise NotFoundError(
+                f"no {which} in workspace {self.path}; known prompts: {known or 'none'}. Add one with "
+                "ws.add_prompt(...) or a %%llmops prompt NAME cell"
+            )
         return Prompt(rec["name"], rec["user"], rec["system"], tuple(rec["few_shot"]), version=rec["version"])
 
     def prompts(self) -> pd.DataFrame:
@@ -291,7 +296,7 @@ class Workspace:
         if isinstance(m, str) and "/" not in m:
             rec = self.store.find_model(m)
             if rec is not None:
-                keep = ("params", "api_base", "api_key_env", "timeout", "max_concurrency")
+                keep = ("params", "api_base", "api_key_env", "timeout", "max_concurrency", "client")
                 return ModelConfig(
                     name=m, model=rec["model"], **{k: rec["config"][k] for k in keep if rec["config"].get(k)}
                 )
