@@ -24,10 +24,19 @@ def test_demo_runs_offline_with_a_rag_variant(tmp_path):
     assert summary["status"] == "completed" and summary["failed"] == 0 and summary["stored"] == 600
     assert summary["metric_errors"] == {}  # every metric's dependencies are installed by `pip install .`
     board = {row["variant"]: row for row in summary["leaderboard"]}
-    assert set(board) == {"gold-context", "rag-hybrid128", "question-only"}
-    # retrieval finds the question's own abstract most of the time; answers need context to overlap the gold
+    assert set(board) == {"gold-context", "rag-hybrid128", "rag-dense32"}
+    # retrieval finds the question's own abstract most of the time
     assert board["rag-hybrid128"]["recall_at_k"] > 0.8
-    assert board["gold-context"]["rouge_l"] > 5 * board["question-only"]["rouge_l"]
+    # the comparison is one the offline baseline can make honestly: more retrieved context, better answers,
+    # and the difference is real (paired test), not two variants answering the same placeholder
+    assert board["rag-hybrid128"]["token_f1"] > board["rag-dense32"]["token_f1"]
+    import workbench as wb
+
+    run = wb.open(tmp_path / "ws").get_run(summary["run_id"])
+    assert run.compare("rag-hybrid128", "rag-dense32", "token_f1").result.significant()
+    outputs = run.results().groupby("variant")["output"]
+    assert all(s.nunique() > 100 for _, s in outputs)  # every variant answers each case from its own context
+    assert not run.results()["output"].str.strip().eq("Question:").any()
     assert (tmp_path / "ws" / "workspace.duckdb").exists()
     again = json.loads(subprocess.run([sys.executable, "-m", "workbench.cli", "demo", "--json"], capture_output=True,
                                       text=True, timeout=600, env=env, cwd=tmp_path).stdout)

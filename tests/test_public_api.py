@@ -24,6 +24,7 @@ EXPECTED = [
     "NotFoundError",
     "PromotionError",
     "Prompt",
+    "PromptEditor",
     "RetrievalError",
     "Run",
     "SchemaVersionError",

@@ -40,6 +40,7 @@ _EXPORTS = {
     "Bundle": "workbench.bundles",
     "load_bundle": "workbench.bundles",
     "PromotionError": "workbench.errors",
+    "PromptEditor": "workbench.widgets.prompt_editor",
 }
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "NotFoundError",
     "PromotionError",
     "Prompt",
+    "PromptEditor",
     "RetrievalError",
     "Run",
     "SchemaVersionError",
@@ -118,4 +120,5 @@ if TYPE_CHECKING:
     from workbench.metrics.registry import Score, metric
     from workbench.prompts import Prompt
     from workbench.runner import Experiment, Run, Variant
+    from workbench.widgets.prompt_editor import PromptEditor
     from workbench.workspace import Workspace, open  # noqa: A004

@@ -119,7 +119,12 @@ def register_provider(litellm: Any) -> None:
         def completion(self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
             return _response(litellm, self._check(model), messages)
 
-        async def acompletion(self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+        # Deliberately not `async def`: litellm calls this in its thread pool and awaits a coroutine result back on
+        # the loop; when the run is cancelled in between, that coroutine was never awaited and Python printed a
+        # RuntimeWarning on every stop. A plain response needs no await (and the BM25 work stays off the loop).
+        def acompletion(  # type: ignore[override]
+            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
+        ) -> Any:
             return _response(litellm, self._check(model), messages)
 
     entry = {"provider": PROVIDER, "custom_handler": ExtractiveBaseline()}

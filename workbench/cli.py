@@ -69,7 +69,14 @@ def _report_run(run: Any, args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     ws = _workspace(args)
-    exp = ws.from_spec(args.spec)
+    if args.dataset:
+        from workbench.commands import composed_experiment
+
+        exp = composed_experiment(ws, args)
+    elif args.spec:
+        exp = ws.from_spec(args.spec)
+    else:
+        raise ValidationError("llmops run needs a spec path, or --dataset/--prompts/--models naming stored things")
     if args.dry_run:
         plan = exp.plan()
         _print_json(plan.summary()) if args.json else sys.stdout.write(f"plan: {plan.summary()}\n")
@@ -113,7 +120,10 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    board = _workspace(args).get_run(args.run_id).leaderboard()
+    run = _workspace(args).get_run(args.run_id)
+    board = run.leaderboard()
+    if args.plot:
+        run.charts().save(args.plot)
     _print_json(json.loads(board.to_json(orient="records"))) if args.json else _print_table(board)
     return 0
 
@@ -190,25 +200,10 @@ def cmd_winner(args: argparse.Namespace) -> int:
 
 
 def cmd_retrieval_eval(args: argparse.Namespace) -> int:
-    import yaml
+    from workbench.commands import retrieval_eval_by_name, retrieval_eval_from_spec
 
-    from workbench.errors import SpecError
-    from workbench.spec import RetrievalEvalSpec
-
-    path = Path(args.spec)
-    if not path.exists():
-        raise SpecError(f"spec file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    spec = RetrievalEvalSpec.from_data(data, str(path))
     ws = _workspace(args)
-    base = path.resolve().parent
-    d = spec.dataset
-    source = Path(d.path) if d.path and Path(d.path).is_absolute() else (base / d.path if d.path else None)
-    ds = ws.add_dataset(d.name, source, id=d.id, fmt=d.format) if source else ws.dataset(d.name, d.version)
-    board = ws.retrieval_eval(ds, spec.retrievers, question=spec.question, gold=spec.gold, k=spec.k, base=base)
+    board = retrieval_eval_from_spec(ws, args.spec) if args.spec else retrieval_eval_by_name(ws, args)
     if args.json:
         _print_json(json.loads(board.to_json(orient="records")))
     else:
@@ -231,17 +226,25 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The full command tree; the magics pass a parser class that raises instead of exiting."""
+def build_parser(
+    parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser, magic: bool = False
+) -> argparse.ArgumentParser:
+    """The full command tree; the magics pass a parser class that raises instead of exiting, and ``magic=True``
+    (usage says ``%llmops``, no ``--json``: the magic returns objects, cell bodies may replace positionals)."""
     common = parser_class(add_help=False)
     common.add_argument(
         "--workspace", "-w", default=None, help="workspace folder (default: $LLMOPS_WORKSPACE or ./.llmops)"
     )
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    if magic:
+        common.set_defaults(json=False)
+    else:
+        common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     progress = parser_class(add_help=False)
-    progress.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    progress.add_argument("--no-progress", action="store_true", help="do not show progress")
 
-    parser = parser_class(prog="llmops", description="LLMOps Workbench: evaluate prompt/model/RAG grids.")
+    parser = parser_class(
+        prog="%llmops" if magic else "llmops", description="LLMOps Workbench: evaluate prompt/model/RAG grids."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -252,10 +255,13 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     )
     p.add_argument(
         "spec",
-        nargs="?" if parser_class is not argparse.ArgumentParser else None,
+        nargs="?",
         help="path of the YAML spec (in %%%%llmops run, the cell body may hold the YAML instead)",
     )
     p.add_argument("--dry-run", action="store_true", help="check the spec and render all prompts; no model call")
+    from workbench.commands import add_run_options
+
+    add_run_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -289,6 +295,10 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
         description="Show a run's leaderboard.",
     )
     p.add_argument("run_id", help="run id (or a unique prefix)")
+    if magic:
+        p.add_argument("--plot", action="store_true", help="draw the charts (means with CIs, distributions, ...)")
+    else:
+        p.add_argument("--plot", metavar="FILE", help="also save the charts to FILE (.html, .png, .svg or .json)")
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser(
@@ -297,7 +307,7 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
         help="read-only SQL over the workspace",
         description="Run one read-only SELECT over the workspace tables.",
     )
-    p.add_argument("query", help="a SELECT statement")
+    p.add_argument("query", nargs="?" if magic else None, help="a SELECT statement (in %%%%llmops sql: the cell body)")
     p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser(
@@ -349,8 +359,14 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
         description="Leaderboard of retrieval configs (hit@k, recall@k, MRR, nDCG@k, build and "
         "query time) on a dataset with gold document ids; makes no model call.",
     )
-    p.add_argument("spec", help="YAML with dataset, retrievers and (optionally) metrics naming the gold column")
+    p.add_argument(
+        "spec", nargs="?", help="YAML with dataset, retrievers and (optionally) metrics naming the gold column"
+    )
+    from workbench.commands import add_commands, add_retrieval_eval_options
+
+    add_retrieval_eval_options(p)
     p.set_defaults(func=cmd_retrieval_eval)
+    add_commands(sub, common, progress)
 
     p = sub.add_parser(
         "grid",

@@ -81,6 +81,20 @@ class Prompt:
         messages.append({"role": "user", "content": self._compiled["user"].render(variables)})
         return messages
 
+    def _repr_html_(self) -> str:
+        import html
+
+        parts = [("system", self.system)] + [(f"few-shot {m['role']}", m["content"]) for m in self.few_shot]
+        parts.append(("user", self.user))
+        body = "".join(
+            f"<div><small>{html.escape(role)}</small><pre style='white-space:pre-wrap;margin:0 0 4px'>"
+            f"{html.escape(text)}</pre></div>"
+            for role, text in parts
+            if text is not None
+        )
+        version = f" v{self.version}" if self.version is not None else ""
+        return f"<b>prompt {html.escape(self.name)}{version}</b> <small>{self.hash[:12]}</small>{body}"
+
     def record(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -125,3 +139,83 @@ def render_error_text(exc: Exception) -> str:
     if isinstance(exc, UndefinedError):
         return f"undefined variable: {exc.message}"
     return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class PromptDiff:
+    """Line diff between two prompt versions (system, few-shot and user parts), for people to read."""
+
+    name: str
+    old: Prompt | None
+    new: Prompt
+
+    def _texts(self, p: Prompt | None) -> list[str]:
+        if p is None:
+            return []
+        out = [f"[system] {line}" for line in (p.system or "").splitlines()]
+        for i, m in enumerate(p.few_shot):
+            out += [f"[few_shot {i} {m['role']}] {line}" for line in m["content"].splitlines()]
+        return out + [f"[user] {line}" for line in p.user.splitlines()]
+
+    @property
+    def changed(self) -> bool:
+        return self.old is None or self.old.hash != self.new.hash
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "old_version": self.old.version if self.old is not None else None,
+            "new_version": self.new.version,
+            "changed": self.changed,
+            "diff": self.lines() if self.old is not None else self._texts(self.new),
+        }
+
+    def lines(self) -> list[str]:
+        """Unified diff lines (no headers); an empty list when nothing changed."""
+        import difflib
+
+        diff = difflib.unified_diff(self._texts(self.old), self._texts(self.new), lineterm="", n=3)
+        return [d for d in diff if not d.startswith(("---", "+++"))]
+
+    def _title(self) -> str:
+        if self.old is not None and not self.changed:
+            return f"prompt {self.name!r} v{self.new.version}"
+        old = f"v{self.old.version}" if self.old is not None else "nothing"
+        return f"prompt {self.name!r}: {old} -> v{self.new.version}"
+
+    def __str__(self) -> str:
+        if self.old is None:
+            return f"{self._title()} (first version)\n" + "\n".join(self._texts(self.new))
+        if not self.changed:
+            return f"{self._title()}: identical content, no new version"
+        return f"{self._title()}\n" + "\n".join(self.lines())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        import html
+
+        colours = {"+": "#e6ffec", "-": "#ffebe9", "@": "#f0f0f0"}
+        if self.old is None:
+            rows = [(" ", t) for t in self._texts(self.new)]
+            note = " (first version)"
+        elif not self.changed:
+            rows, note = [], ": identical content, no new version"
+        else:
+            rows, note = [(d[:1], d) for d in self.lines()], ""
+        body = "".join(
+            f'<div style="background:{colours.get(k, "transparent")};white-space:pre-wrap">{html.escape(t)}</div>'
+            for k, t in rows
+        )
+        return f"<b>{html.escape(self._title())}</b>{html.escape(note)}<div style='font-family:monospace'>{body}</div>"
+
+
+def undeclared_variables(texts: Sequence[str | None]) -> set[str]:
+    """Variables the templates read (Jinja's own analysis), so an editor can flag unknown ones as you type."""
+    from jinja2 import meta
+
+    out: set[str] = set()
+    for text in texts:
+        if text:
+            out |= meta.find_undeclared_variables(_env().parse(text))
+    return out

@@ -17,6 +17,7 @@ A cell is (case, variant, repeat). Design choices and why:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import secrets
 import threading
@@ -123,7 +124,19 @@ class Plan:
         }
 
     def __repr__(self) -> str:
-        return f"Plan({self.summary()})"
+        s = self.summary()
+        cost = s["judge_cost_estimate"]
+        judge = f", {s['judge_calls']} judge calls" + (f" (~${cost:.4f})" if cost is not None else "")
+        return (
+            f"<Plan: {s['cells']} cells = {s['cases']} cases x {s['variants']} variants x {s['repeats']} repeat(s); "
+            f"{s['unique_requests']} unique model requests{judge if s['judge_calls'] else ''}; no model called yet>"
+        )
+
+    def _repr_html_(self) -> str:
+        from workbench.display import kv_html
+
+        names = list(dict.fromkeys(c.variant.name for c in self.cells))
+        return kv_html("Plan (checked, no model called yet)", {**self.summary(), "variant names": ", ".join(names)})
 
 
 @dataclass
@@ -307,13 +320,13 @@ class Experiment:
         )
         return Run(self.store, run_id, self), plan
 
-    def run(self, progress: bool = True) -> Run:
+    def run(self, progress: Any = True) -> Run:
         """Create a run and execute every cell. Returns the Run, also when interrupted (then resumable)."""
         run, plan = self._create_run()
         run._execute(plan.cells, progress=progress)
         return run
 
-    async def arun(self, progress: bool = True) -> Run:
+    async def arun(self, progress: Any = True) -> Run:
         """Async form of ``run`` for code that already has an event loop."""
         run, plan = self._create_run()
         await _Executor(run, plan.cells, progress=progress, replace=False).execute()
@@ -379,7 +392,7 @@ class Run:
 
     # -- execution ---------------------------------------------------------------------------
 
-    def resume(self, progress: bool = True, retry_failed: bool = False) -> Run:
+    def resume(self, progress: Any = True, retry_failed: bool = False) -> Run:
         """Run only the cells that are not stored (and, with ``retry_failed``, those that failed)."""
         plan = self.experiment.plan()
         stored = self.store.stored_cells(self.run_id, include_failed=not retry_failed)
@@ -387,7 +400,7 @@ class Run:
         self._execute(todo, progress=progress, replace=retry_failed)
         return self
 
-    def _execute(self, cells: list[PlannedCell], progress: bool, replace: bool = False) -> None:
+    def _execute(self, cells: list[PlannedCell], progress: Any, replace: bool = False) -> None:
         executor = _Executor(self, cells, progress=progress, replace=replace)
         _run_coroutine(executor.execute, executor.cancel)
 
@@ -448,7 +461,9 @@ class Run:
             out = out.merge(human, on=keys, how="left")
         front = [*CELL_COLUMNS[:5], *labels, *CELL_COLUMNS[5:]]  # case, variant, repeat, prompt, output first
         rest = [c for c in out.columns if c not in front and c not in ("variant_position", "case_position")]
-        return out[front + rest].reset_index(drop=True)
+        from workbench.display import table
+
+        return table(out[front + rest].reset_index(drop=True))
 
     def judgements(self) -> pd.DataFrame:
         """Every judge prompt and response behind the judge metrics' scores, per cell and metric."""
@@ -476,7 +491,9 @@ class Run:
             means = human.groupby("variant")[["human_thumbs", "human_rating"]].mean().dropna(axis=1, how="all")
             board = board.merge(means.reset_index(), on="variant", how="left")
             cols[1 + len(labels) : 1 + len(labels)] = list(means.columns)
-        return board[cols].reset_index(drop=True)
+        from workbench.display import table
+
+        return table(board[cols].reset_index(drop=True))
 
     def add_feedback(
         self,
@@ -551,6 +568,12 @@ class Run:
 
         return analysis.variant_cis(self, metric, confidence=confidence)
 
+    def charts(self, metric: str | None = None, constraints: Any = None) -> Any:
+        """Leaderboard charts: means with CIs, score distributions, cost/latency vs quality (Pareto), the winner."""
+        from workbench.widgets.charts import Charts
+
+        return Charts(self, metric, constraints)
+
     def agreement(self, metric: str, human: str = "rating") -> dict[str, Any]:
         """Judge-human agreement (Cohen's kappa, Spearman) on cells with both a score and feedback."""
         from workbench import analysis
@@ -579,10 +602,16 @@ class Run:
         }
 
     def _repr_html_(self) -> str:
+        import html
+
         info = self.info
-        return f"<b>Run {self.run_id}</b> — {info['status']}, {info['n_cells']} cells<br>" + self.leaderboard().to_html(
-            index=False, float_format=lambda x: f"{x:.3f}"
-        )
+        board = self.leaderboard()
+        stored = int(board["n"].sum())
+        status = html.escape(str(info["status"]))
+        head = f"<b>Run {html.escape(self.run_id)}</b> — {status}, {stored}/{info['n_cells']} cells stored"
+        if info["status"] in ("interrupted", "incomplete", "failed") and stored < int(info["n_cells"]):
+            head += f" (resume: <code>%llmops resume {html.escape(self.run_id)}</code> or <code>run.resume()</code>)"
+        return head + "<br>" + (board._repr_html_() or "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,7 +639,8 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]], cancel: Cal
         finally:
             done.set()
 
-    threading.Thread(target=target, name="workbench-run", daemon=True).start()
+    context = contextvars.copy_context()  # the caller's settings (e.g. the resume hint) reach the run's thread
+    threading.Thread(target=context.run, args=(target,), name="workbench-run", daemon=True).start()
     while True:
         try:
             if done.wait(0.1):
@@ -622,7 +652,7 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]], cancel: Cal
 
 
 class _Executor:
-    def __init__(self, run: Run, cells: list[PlannedCell], progress: bool, replace: bool) -> None:
+    def __init__(self, run: Run, cells: list[PlannedCell], progress: Any, replace: bool) -> None:
         self.run = run
         self.store = run.store
         self.cells = cells
@@ -643,6 +673,13 @@ class _Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[Any] | None = None
         self._cancelled = False
+        from workbench.progress import Tally
+
+        variants = list(dict.fromkeys(c.variant.name for c in cells))
+        self.tally = Tally(variants, [m.label for m in self.metrics])
+        self.reporter: Any = None
+        self.clock: Any = None
+        self._started = time.perf_counter()
 
     def cancel(self) -> None:
         """Called from another thread (KeyboardInterrupt in a notebook)."""
@@ -800,6 +837,7 @@ class _Executor:
             self.buffer_scores.extend(scores)
             if judgements:
                 self.buffer_judgements.extend(judgements)
+        self.tally.add(record, scores)
         s = self.summary
         s.done += 1
         s.cached += cached
@@ -848,7 +886,7 @@ class _Executor:
             self._put_back(batch)  # paid responses and finished cells are never dropped
             raise
 
-    async def _flusher(self, stop: asyncio.Event, bar: Any) -> None:
+    async def _flusher(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
@@ -860,28 +898,44 @@ class _Executor:
                 warnings.warn(
                     f"run {self.run.run_id}: could not write finished cells yet ({exc}); will retry", stacklevel=2
                 )
-            self._postfix(bar)
+            self._report()
 
-    def _postfix(self, bar: Any) -> None:
-        if bar is None:
-            return
+    def snapshot(self, status: str = "running") -> Any:
+        from workbench.progress import Snapshot
+
         s = self.summary
-        bar.n = s.done
-        bar.set_postfix(cached=s.cached, failed=s.failed, tokens=s.tokens, cost=f"${s.cost:.4f}", refresh=True)
+        return Snapshot(
+            self.run.run_id,
+            s.cells,
+            s.done,
+            s.cached,
+            s.failed,
+            s.tokens,
+            s.cost,
+            time.perf_counter() - self._started,
+            self.clock.eta(s.done) if self.clock is not None else None,
+            self.tally.board(),
+            status,
+        )
+
+    def _report(self, status: str = "running") -> None:
+        if self.reporter is None:
+            return
+        snap = self.snapshot(status)
+        try:
+            self.reporter.close(snap) if status != "running" else self.reporter.update(snap)
+        except Exception as exc:  # noqa: BLE001 - a broken display must never stop a paid run
+            self.reporter = None
+            warnings.warn(f"progress display stopped: {type(exc).__name__}: {exc}", stacklevel=2)
 
     # -- the run -----------------------------------------------------------------------------
 
     async def execute(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._main = asyncio.current_task()
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
         run_id = self.run.run_id
         s = self.summary
-        bar = None
-        if self.progress and self.cells:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(self.cells), desc=f"run {run_id}", unit="cell", leave=True, mininterval=0.5)
         status = "completed"
         try:
             keys = list({c.key for c in self.cells})
@@ -908,9 +962,20 @@ class _Executor:
                         fast = []
             if fast:
                 await self._record_cached(fast)
+            self._start_reporting()  # shown at once; the ETA's clock starts at the first tick with finished cells
+            # the model clients' imports (litellm: seconds) happen here, not inside the first calls
+            routes = {g[0].variant.model.route for g in groups.values()}
+            if "litellm" in routes:
+                from workbench.llm import litellm_module
+
+                await asyncio.to_thread(litellm_module)
+            if "openai" in routes:
+                import importlib
+
+                await asyncio.to_thread(importlib.import_module, "openai")
             if groups or hits:
                 stop = asyncio.Event()
-                flusher = asyncio.create_task(self._flusher(stop, bar))
+                flusher = asyncio.create_task(self._flusher(stop))
                 queue: list[Any] = [("hit", c, h) for c, h in hits] + [("call", g) for g in groups.values()]
                 queue.reverse()  # pop() from the end keeps case-major order
                 workers = [
@@ -938,26 +1003,34 @@ class _Executor:
             # If this fails (the workspace stayed locked) the error propagates: nothing is silently lost.
             stored, n_cells, status = self.store.finish_run(run_id, status, *batch, replace=self.replace)
             s.seconds = time.perf_counter() - started
-            self._postfix(bar)
-            if bar is not None:
-                bar.close()
             s.status = status
+            self._report(status)
             self.run.last = s
             try:
                 await self.gateway.aclose()  # HTTP connections; asyncio.run would close them with the loop anyway
             except Exception:  # noqa: BLE001 - every cell is stored by now; a failing socket close must not hide that
                 pass
         if status == "interrupted":
-            warnings.warn(
-                f"run {run_id} interrupted: {stored}/{n_cells} cells stored. Resume it with run.resume() "
-                f"or `llmops resume {run_id}`.",
-                stacklevel=2,
+            from workbench.progress import RESUME_HINT
+
+            # a plain notice, not a warning: nothing went wrong, and a warning is attributed to asyncio's code
+            print(
+                f"run {run_id} interrupted: {stored}/{n_cells} cells stored. "
+                f"Resume it with {RESUME_HINT.get().format(run_id=run_id)}.",
+                flush=True,
             )
         if self.fatal is not None:
             raise ModelFatalError(
                 f"{self.fatal} Run {run_id} stopped: {stored}/{n_cells} cells stored; after fixing it, "
                 f"`llmops resume {run_id}` (or run.resume()) runs only the missing cells."
             ) from self.fatal
+
+    def _start_reporting(self) -> None:
+        from workbench.progress import Clock, make_reporter
+
+        self.clock = Clock(len(self.cells), self.summary.done)
+        if self.progress and self.cells and self.reporter is None:
+            self.reporter = make_reporter(self.progress, self.snapshot())
 
     async def _worker(self, queue: list[Any]) -> None:
         while queue and self.fatal is None and not self._cancelled:

@@ -90,6 +90,14 @@ class ExperimentSpec(_Strict):
     repeats: int = Field(1, ge=1, le=1000, strict=True)
     name: str | None = None
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _bare_model_strings(cls, items: Any) -> Any:
+        """``models: [local/extractive]`` is accepted as in the Python API; the name is the part after the '/'."""
+        if isinstance(items, list):
+            return [{"name": m.split("/")[-1], "model": m} if isinstance(m, str) and m.strip() else m for m in items]
+        return items
+
     @field_validator("prompts", "models")
     @classmethod
     def _unique_names(cls, items: list[Any]) -> list[Any]:

@@ -21,6 +21,7 @@ big or too binary for a table (chunk tables, embeddings, FAISS indexes), keyed b
 - ``judgements``: every LLM-judge prompt and response behind a judge metric's score, per cell and
   metric, in call order (``seq``), so a score can be audited.
 - ``feedback``: human ratings of cells.
+- ``retrievers`` (name, hash, version, config): named retrieval configs, versioned like prompts.
 - ``corpora`` (name, hash, version) / ``corpus_documents``: immutable retrieval corpus versions; chunks,
   embeddings and FAISS indexes derived from them live under ``artifacts/`` keyed by content hashes.
 - ``promotions``: every attempt to move a bundle (by manifest hash) dev -> qa -> prod, promoted or
@@ -147,6 +148,19 @@ def m003_corpora(con: duckdb.DuckDBPyConnection) -> None:
         CREATE TABLE corpus_documents (
             corpus_hash TEXT NOT NULL, doc_id TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
             metadata JSON, PRIMARY KEY (corpus_hash, doc_id));
+        """
+    )
+
+
+@migration
+def m107_i7_retrievers(con: duckdb.DuckDBPyConnection) -> None:
+    """Named retrieval configs (``%%llmops retriever NAME``), versioned like prompts."""
+    con.execute(
+        """
+        CREATE TABLE retrievers (
+            name TEXT NOT NULL, hash TEXT NOT NULL, version INTEGER NOT NULL, config JSON NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (name, hash), UNIQUE (name, version));
         """
     )
 
@@ -632,6 +646,8 @@ class Store:
             )
             if status == "completed" and stored < n_cells:
                 status = "incomplete"
+            elif status == "interrupted" and stored >= n_cells:  # stop pressed as the last cells were written
+                status = "completed"
             con.execute(
                 "UPDATE runs SET status=$2, finished_at=CASE WHEN $3 THEN now() ELSE finished_at END WHERE run_id=$1",
                 [run_id, status, status == "completed"],
@@ -771,6 +787,57 @@ class Store:
         with self.connect() as con:
             row = _first(con.execute(query + " ORDER BY version DESC LIMIT 1", params))
         return dict(zip(("name", "hash", "version", "n_docs", "source"), row)) if row else None
+
+    # -- named retrievers and stored names ----------------------------------------------------
+
+    def upsert_retriever(self, name: str, hash_: str, config: dict[str, Any]) -> int:
+        """Store a named retriever config; the same content returns its existing version."""
+        with self.transaction() as con:
+            row = _first(con.execute("SELECT version FROM retrievers WHERE name=$1 AND hash=$2", [name, hash_]))
+            if row:
+                return int(row[0])
+            (version,) = _first(
+                con.execute("SELECT coalesce(max(version), 0) + 1 FROM retrievers WHERE name=$1", [name])
+            )
+            con.execute(
+                "INSERT INTO retrievers (name, hash, version, config) VALUES ($1,$2,$3,$4)",
+                [name, hash_, version, dumps(config)],
+            )
+            return int(version)
+
+    def find_retriever(self, name: str, version: int | None = None) -> dict[str, Any] | None:
+        query = "SELECT name, hash, version, config FROM retrievers WHERE name=$1"
+        params: list[Any] = [name]
+        if version is not None:
+            query += " AND version=$2"
+            params.append(version)
+        with self.connect() as con:
+            row = _first(con.execute(query + " ORDER BY version DESC LIMIT 1", params))
+        if row is None:
+            return None
+        rec = dict(zip(("name", "hash", "version", "config"), row))
+        rec["config"] = json.loads(rec["config"])
+        return rec
+
+    def list_retrievers(self) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT name, version, hash, config, created_at FROM retrievers ORDER BY name, version"
+            ).df()
+
+    def find_model(self, name: str) -> dict[str, Any] | None:
+        """The newest stored model config with this name (models are stored by the runs that use them)."""
+        with self.connect() as con:
+            row = _first(
+                con.execute(
+                    "SELECT name, model, config FROM models WHERE name=$1 ORDER BY created_at DESC LIMIT 1", [name]
+                )
+            )
+        return {"name": row[0], "model": row[1], "config": json.loads(row[2])} if row else None
+
+    def names(self, kind: str) -> list[str]:
+        """Stored names of one kind (run, dataset, prompt, retriever, model, corpus), for completion and hints."""
+        return names_at(self.path, kind)
 
     # -- feedback ----------------------------------------------------------------------------
 
@@ -930,6 +997,37 @@ _PROMOTION_FIELDS = (
     "dataset_hash", "checked_dataset_version", "checked_dataset_hash", "gate_run_id", "gates", "approved_by",
     "note", "approved_at", "reason", "manifest",
 )  # fmt: skip
+
+
+_NAME_QUERIES = {
+    "run": "SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 200",
+    "dataset": "SELECT DISTINCT name FROM datasets ORDER BY name",
+    "prompt": "SELECT DISTINCT name FROM prompts ORDER BY name",
+    "retriever": "SELECT DISTINCT name FROM retrievers ORDER BY name",
+    "model": "SELECT DISTINCT name FROM models ORDER BY name",
+    "corpus": "SELECT DISTINCT name FROM corpora ORDER BY name",
+}
+
+
+def names_at(path: str | os.PathLike[str], kind: str) -> list[str]:
+    """Names in a workspace, in one attempt and without creating or migrating anything: tab completion must
+    neither wait on another process's lock nor create a workspace where the user is typing."""
+    import duckdb
+
+    db = Path(path) / DB_FILE
+    if kind not in _NAME_QUERIES or not db.exists():
+        return []
+    with _PROCESS_LOCK:
+        try:
+            con = duckdb.connect(str(db.resolve()), config={"python_enable_replacements": False})
+        except duckdb.Error:
+            return []
+        try:
+            return [str(r[0]) for r in con.execute(_NAME_QUERIES[kind]).fetchall()]
+        except duckdb.Error:  # an older workspace without that table
+            return []
+        finally:
+            con.close()
 
 
 def _RESPONSE_SCHEMA() -> Any:

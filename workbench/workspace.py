@@ -12,7 +12,7 @@ from workbench.datasets import Dataset
 from workbench.errors import NotFoundError, SpecError, WorkbenchError
 from workbench.llm import ModelConfig
 from workbench.metrics.registry import BoundMetric, bind
-from workbench.prompts import Prompt
+from workbench.prompts import Prompt, PromptDiff
 from workbench.runner import Experiment, Run, Variant, variant_names
 from workbench.store import Store
 
@@ -37,6 +37,17 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
+
+    def _repr_html_(self) -> str:
+        from workbench.display import kv_html
+
+        counts = self.store.sql(
+            "SELECT (SELECT count(DISTINCT name) FROM datasets) AS datasets, "
+            "(SELECT count(DISTINCT name) FROM prompts) AS prompts, "
+            "(SELECT count(DISTINCT name) FROM retrievers) AS retrievers, "
+            "(SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM responses) AS cached_responses"
+        ).iloc[0]
+        return kv_html("Workspace", {"path": str(self.path), **{k: int(v) for k, v in counts.items()}})
 
     # -- datasets ------------------------------------------------------------------------------
 
@@ -69,7 +80,9 @@ class Workspace:
         return _datasets.get(self.store, name, version)
 
     def datasets(self) -> pd.DataFrame:
-        return self.store.list_datasets()
+        from workbench.display import table
+
+        return table(self.store.list_datasets())
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -84,11 +97,34 @@ class Workspace:
     def prompt(self, name: str, version: int | None = None) -> Prompt:
         rec = self.store.find_prompt(name, version)
         if rec is None:
-            raise NotFoundError(f"no prompt {name!r} in workspace {self.path}; add one with ws.add_prompt(...)")
+            which = f"prompt {name!r}" + (f" version {version}" if version is not None else "")
+            known = self.store.names("prompt")
+            raise NotFoundError(
+                f"no {which} in workspace {self.path}; known prompts: {known or 'none'}. Add one with "
+                "ws.add_prompt(...) or a %%llmops prompt NAME cell"
+            )
         return Prompt(rec["name"], rec["user"], rec["system"], tuple(rec["few_shot"]), version=rec["version"])
 
     def prompts(self) -> pd.DataFrame:
-        return self.store.list_prompts()
+        from workbench.display import table
+
+        return table(self.store.list_prompts())
+
+    def save_prompt(self, name: str, user: str, system: str | None = None) -> PromptDiff:
+        """Store a version and return what changed against the latest one before (identical text: no change)."""
+        before = self.store.find_prompt(name)
+        new = self.add_prompt(name, user, system)
+        old = self.prompt(name, before["version"]) if before is not None else None
+        return PromptDiff(name, old, new)
+
+    def prompt_diff(self, name: str, a: int | None = None, b: int | None = None) -> PromptDiff:
+        """What changed between two versions of a prompt (default: the latest against the one before)."""
+        new = self.prompt(name, b)
+        if a is None:
+            old = self.prompt(name, new.version - 1) if new.version and new.version > 1 else None
+        else:
+            old = self.prompt(name, a)
+        return PromptDiff(name, old, new)
 
     # -- retrieval -----------------------------------------------------------------------------
 
@@ -137,8 +173,64 @@ class Workspace:
         if isinstance(corpus, str):
             corpus = self.corpus(corpus)
         return evaluate(
-            self.store, cases, parse_retrievers(configs, base), question=question, gold=gold, k=k, corpus=corpus
+            self.store,
+            cases,
+            parse_retrievers(self._retriever_items(configs), base),
+            question=question,
+            gold=gold,
+            k=k,
+            corpus=corpus,
         )
+
+    def add_retriever(self, name: str, config: Mapping[str, Any] | Any, base: Path | None = None) -> Any:
+        """Store a named retrieval config (the spec's keys); the same content keeps its version."""
+        from workbench.retrieval.grid import parse_retrievers
+
+        data = config.model_dump(mode="json", by_alias=True) if hasattr(config, "model_dump") else dict(config)
+        (cfg,) = parse_retrievers([{**data, "name": name}], base or Path.cwd())
+        self.store.upsert_retriever(name, cfg.hash, cfg.model_dump(mode="json", by_alias=True))
+        return cfg
+
+    def retriever(self, name: str, version: int | None = None) -> Any:
+        """A stored named retrieval config (latest version by default)."""
+        from workbench.retrieval.config import RetrievalConfig
+
+        rec = self.store.find_retriever(name, version)
+        if rec is None:
+            known = self.store.names("retriever")
+            raise NotFoundError(
+                f"no retriever {name!r}"
+                + (f" version {version}" if version is not None else "")
+                + f" in workspace {self.path}; known: {known or 'none'}. Store one with ws.add_retriever(name, "
+                "{...}) or a %%llmops retriever NAME cell"
+            )
+        return RetrievalConfig.parse(rec["config"], where=f"stored retriever {name!r}")
+
+    def retrievers(self) -> pd.DataFrame:
+        """Stored retriever configs, one row per version, with the settings that tell them apart."""
+        import json
+
+        from workbench.display import table
+
+        frame = self.store.list_retrievers()
+        configs = [json.loads(c) for c in frame["config"]]
+        frame = frame.drop(columns=["config"]).assign(
+            corpus=[(c.get("corpus") or {}).get("path") for c in configs],
+            chunker=[
+                "{type} {size}/{overlap} {unit}".format(**c["chunker"]) if c.get("chunker") else None for c in configs
+            ],
+            embedder=[c.get("embedder") if isinstance(c.get("embedder"), str) else "custom" for c in configs],
+            index=[(c.get("index") or {}).get("type") for c in configs],
+            top_k=[c.get("top_k") for c in configs],
+            hybrid=[bool(c.get("hybrid")) for c in configs],
+            mmr=[bool(c.get("mmr")) for c in configs],
+        )
+        front = ["name", "version", "chunker", "embedder", "index", "top_k", "hybrid", "mmr", "corpus"]
+        return table(frame[front + [c for c in frame.columns if c not in front]])
+
+    def _retriever_items(self, items: Sequence[Any]) -> list[Any]:
+        """Names of stored retrievers become their configs; dicts and configs pass through."""
+        return [self.retriever(*_name_version(r)) if isinstance(r, str) else r for r in items]
 
     # -- experiments ---------------------------------------------------------------------------
 
@@ -163,12 +255,18 @@ class Workspace:
             else [
                 p
                 if isinstance(p, Prompt)
+                else self.prompt(*_name_version(p))
+                if isinstance(p, str)
                 else Prompt(p["name"], p["user"], p.get("system"), tuple(p.get("few_shot", ())))
                 for p in prompts
             ]
         )
-        ms = [_model(m) for m in ([models] if isinstance(models, (str, ModelConfig)) else models)]
-        rs = list(retrievers)
+        ms = [self._stored_model(m) for m in ([models] if isinstance(models, (str, ModelConfig)) else models)]
+        rs: list[Any] = []
+        if retrievers:
+            from workbench.retrieval.grid import parse_retrievers
+
+            rs = parse_retrievers(self._retriever_items(list(retrievers)), Path.cwd())
         if variants:
             by_p = {p.name: p for p in ps}
             by_m = {m.name: m for m in ms}
@@ -192,6 +290,17 @@ class Workspace:
             vs = variant_names(ps, ms, rs)
         bound = [_metric(m) for m in metrics]
         return Experiment(self.store, ds, vs, bound, repeats, concurrency, name)
+
+    def _stored_model(self, m: ModelConfig | Mapping[str, Any] | str) -> ModelConfig:
+        """A bare name (no provider/) of a model a past run stored is that config; anything else as given."""
+        if isinstance(m, str) and "/" not in m:
+            rec = self.store.find_model(m)
+            if rec is not None:
+                keep = ("params", "api_base", "api_key_env", "timeout", "max_concurrency", "client")
+                return ModelConfig(
+                    name=m, model=rec["model"], **{k: rec["config"][k] for k in keep if rec["config"].get(k)}
+                )
+        return _model(m)
 
     def run(self, experiment: Experiment | str | os.PathLike[str] | Mapping[str, Any], progress: bool = True) -> Run:
         """Run an Experiment, a YAML spec path, or a spec dict."""
@@ -297,7 +406,9 @@ class Workspace:
         )
 
     def runs(self) -> pd.DataFrame:
-        return self.store.list_runs()
+        from workbench.display import table
+
+        return table(self.store.list_runs())
 
     # -- production: monitoring, A/B, feedback loop, gates and promotion -----------------------
 
@@ -401,6 +512,14 @@ class Workspace:
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         """Read-only SQL over the workspace tables (see workbench.store for the schema)."""
         return self.store.sql(query, params)
+
+
+def _name_version(ref: str) -> tuple[str, int | None]:
+    """``name`` or ``name@v3`` / ``name@3`` -> (name, version)."""
+    name, sep, version = ref.rpartition("@")
+    if sep and version.lstrip("v").isdigit():
+        return name, int(version.lstrip("v"))
+    return ref, None
 
 
 def _model(m: ModelConfig | Mapping[str, Any] | str) -> ModelConfig:

@@ -1,1 +1,1 @@
-"""Notebook widgets (anywidget): each ships its ES module and CSS as static files beside its Python module."""
+"""Notebook widgets and charts (the faces over the Python API); each module imports its heavy deps lazily."""
