@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_DATA = ROOT / "workbench" / "data" / "pubmedqa_demo.jsonl"
 # where the project's promptfoo setup script (Node 22 + promptfoo from npm) puts its wrapper by default
 PROMPTFOO_DEFAULT = Path.home() / ".cache" / "llmops-peers" / "promptfoo"
 MODEL = "openai/test-model"
@@ -137,20 +136,12 @@ def quiet_stderr() -> Iterator[None]:
 
 
 def load_base_cases(path: Path | None) -> tuple[list[dict[str, str]], str]:
-    """PubMedQA labelled questions (id, question, long answer) from ``--data`` (``ori_pqal.json``), else the
-    200 questions shipped with the package."""
-    if path is not None and path.exists():
-        raw = json.loads(path.read_text())
-        rows = [{"id": pmid, "question": v["QUESTION"], "answer": v["LONG_ANSWER"]} for pmid, v in raw.items()]
-        return rows, f"{path} ({len(rows)} questions)"
-    rows = []
-    with DEMO_DATA.open() as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                rows.append({"id": str(r["pmid"]), "question": r["question"], "answer": r["long_answer"]})
-    where = DEMO_DATA.relative_to(ROOT)
-    return rows, f"{where} ({len(rows)} questions{'; ' + str(path) + ' not found' if path else ''})"
+    """PubMedQA questions (id, question, long answer), found as every benchmark finds them (``pubmedqa.py``)."""
+    import pubmedqa
+
+    chosen = pubmedqa.resolve(path)
+    rows = [{"id": r["pmid"], "question": r["question"], "answer": r["long_answer"]} for r in pubmedqa.load(chosen)]
+    return rows, f"{pubmedqa.shown(chosen)} ({len(rows)} questions)"
 
 
 def make_cases(base: list[dict[str, str]], n: int) -> list[dict[str, str]]:
@@ -923,7 +914,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ceiling-cases", type=int, default=500, help="cases (x2 prompts) of part 5 (default 500)")
     p.add_argument("--ceiling-trials", type=int, default=2, help="trials per side in part 5 (default 2)")
     p.add_argument("--data", type=Path, default=None,
-                   help="PubMedQA ori_pqal.json (default: the 200 questions shipped in workbench/data)")
+                   help="PubMedQA ori_pqal.json or .jsonl (default: see benchmarks/pubmedqa.py; the shipped 200 "
+                   "questions when nothing else is found)")
     p.add_argument("--promptfoo", default=None, help="promptfoo executable (default: $PROMPTFOO, `promptfoo` on "
                    "PATH, or where the project's setup-promptfoo.sh installs it); absent = its figures are skipped")
     p.add_argument("--skip-promptfoo", action="store_true", help="do not run promptfoo")
@@ -939,6 +931,7 @@ def main(argv: list[str] | None = None) -> None:
         args.cases, args.trials, args.process_trials, args.cpu_calls, args.cpu_rounds = 40, 1, 1, 50, 1
         args.ceiling_cases, args.ceiling_trials, args.skip_memory = 100, 1, True
     sys.path.insert(0, str(ROOT))  # this checkout's workbench, whatever else is installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/pubmedqa.py
     from workbench.providers import configure_environment
 
     configure_environment()

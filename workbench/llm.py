@@ -213,6 +213,10 @@ class Gateway:
         self.routes[model.name] = route
         key = _api_key(model, route)
         key_env = model.api_key_env or providers.key_env_hint(model.model)
+        # imports and client set-up happen before the clock starts: latency_ms is the call, not our start-up
+        client = await self.clients.get(_openai_base(model), key or "sk-no-key") if route == "openai" else None
+        if route == "litellm":
+            litellm_module()
         attempt = 0
         while True:
             attempt += 1
@@ -222,7 +226,7 @@ class Gateway:
                 if route == "local":
                     output, pt, ct, cost = _local(model, messages)
                 elif route == "openai":
-                    output, pt, ct, cost = await self._openai(model, messages, key)
+                    output, pt, ct, cost = await self._openai(model, messages, client)
                 else:
                     output, pt, ct, cost = await _litellm(model, messages, key)
                 latency_ms = (time.perf_counter() - start) * 1000
@@ -246,13 +250,12 @@ class Gateway:
         return CallResult(output, pt, ct, cost, latency_ms, attempt)
 
     async def _openai(
-        self, model: ModelConfig, messages: list[dict[str, str]], key: str | None
+        self, model: ModelConfig, messages: list[dict[str, str]], client: Any
     ) -> tuple[str, int | None, int | None, float | None]:
         """One POST through the SDK's documented raw-request method (``client.post``): the SDK's transport, auth
         headers, timeouts and status-error classes, without re-validating our plain-dict messages and params
         against its type annotations or building pydantic objects for the reply (measured: ~half its CPU per call).
         Params go into the body unchanged, as litellm sends them for OpenAI-compatible providers."""
-        client = await self.clients.get(_openai_base(model), key or "sk-no-key")
         body = {**model.params, "model": _wire_name(model), "messages": messages}
         raw = await client.post(
             "/chat/completions", cast_to=self.clients.raw_response, body=body, options={"timeout": model.timeout}
