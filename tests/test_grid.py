@@ -393,7 +393,7 @@ def test_cli_grid_prints_the_first_page(grid_env):
     import sys
 
     ws, run = grid_env
-    cmd = [sys.executable, "-m", "workbench.cli", "grid", run.run_id[:12], "-w", str(ws.path), "--page-size", "4"]
+    cmd = [sys.executable, "-m", "workbench.cli", "grid", run.run_id, "-w", str(ws.path), "--page-size", "4"]
     out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)

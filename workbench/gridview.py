@@ -170,16 +170,24 @@ class GridQuery:
             )
         self.dataset_hash = infos[0]["dataset_hash"]
         self.max_repeats = max(int(i["repeats"]) for i in infos)
-        ds = store.find_dataset(infos[0]["dataset_name"], self.dataset_hash)
-        self.dataset_columns: list[str] = list(ds["columns"]) if ds else []
-        self.id_column: str | None = ds["id_column"] if ds else None
-        self.n_cases = int(ds["n_cases"]) if ds else 0
+        with store.connect() as con:  # dataset and variants in one short connection
+            ds = con.execute(
+                "SELECT columns, id_column, n_cases FROM datasets WHERE hash = $1 LIMIT 1", [self.dataset_hash]
+            ).fetchall()
+            variants = con.execute(
+                "SELECT run_id, variant FROM run_variants WHERE list_contains($1, run_id) ORDER BY position",
+                [self.run_ids],
+            ).fetchall()
+        self.dataset_columns: list[str] = list(json.loads(ds[0][0])) if ds else []
+        self.id_column: str | None = ds[0][1] if ds else None
+        self.n_cases = int(ds[0][2]) if ds else 0
         self.columns: list[GridColumn] = []
         labels = _run_labels(infos)
         for info, label in zip(infos, labels):
-            for v in store.run_variants(info["run_id"]):
-                key = v["variant"] if len(infos) == 1 else f"{label}:{v['variant']}"
-                self.columns.append(GridColumn(key, info["run_id"], v["variant"]))
+            for rid, variant in variants:
+                if rid == info["run_id"]:
+                    key = variant if len(infos) == 1 else f"{label}:{variant}"
+                    self.columns.append(GridColumn(key, rid, variant))
         self.metrics: list[str] = []
         higher: dict[str, bool] = {}
         expected: list[str] = []
