@@ -31,7 +31,7 @@ FEEDBACK = ("any", "has", "none")
 DIFFS = ("off", "baseline", "expected")
 MAX_PAGE_SIZE = 200
 # Longest text sent for one field; the page stays small (<= 1 MB) whatever the outputs hold.
-MAX_TEXT = 8000
+MAX_TEXT = 3000  # longer texts come whole on request (GridQuery.full_text)
 MAX_CHUNK_TEXT = 1500
 MAX_DIFF_TOKENS = 3000
 LIVE_STATUSES = ("created", "running")
@@ -658,6 +658,29 @@ class GridQuery:
             if c.key == key:
                 return c
         raise NotFoundError(f"the grid has no column {key!r}; its columns are {[c.key for c in self.columns]}")
+
+    def full_text(self, field: str, case_id: str, column: Any = None, repeat: Any = 0, name: Any = None) -> str | None:
+        """One whole text the page cut: a cell's output (``column``, ``repeat``) or a dataset column (``name``)."""
+        if field == "output":
+            c = self.column(str(column))
+            if isinstance(repeat, bool) or not isinstance(repeat, int):
+                raise ValidationError(f"repeat must be an integer, got {repeat!r}")
+            with self.store.connect() as con:
+                rows = con.execute(
+                    "SELECT output FROM cells WHERE run_id=$1 AND variant=$2 AND case_id=$3 AND repeat=$4",
+                    [c.run_id, c.variant, case_id, repeat],
+                ).fetchall()
+            return rows[0][0] if rows else None
+        if field == "input":
+            if name not in self.dataset_columns:
+                raise ValidationError(f"the dataset has no column {name!r}; its columns are {self.dataset_columns}")
+            with self.store.connect() as con:
+                rows = con.execute(
+                    "SELECT data FROM dataset_cases WHERE dataset_hash=$1 AND case_id=$2", [self.dataset_hash, case_id]
+                ).fetchall()
+            value = json.loads(rows[0][0]).get(name) if rows else None
+            return value if isinstance(value, str) or value is None else json.dumps(value, ensure_ascii=False)
+        raise ValidationError(f"text field must be 'output' or 'input', got {field!r}")
 
     def feedback_for(self, case_id: str, key: str) -> dict[str, Any]:
         """The feedback summary of one cell (all repeats), as the page shows it."""
