@@ -42,6 +42,7 @@ def grid_env(tmp_path_factory, openai_server):
         replies=[
             {"pattern": "item 1[0-4] ", "reply": "blue sky today"},  # both variants agree on cases 10-14
             {"pattern": "Please.*item 2 ", "reply": "item 2 steel and stone"},
+            {"pattern": "item 9 ", "reply": "long " * 1000},  # longer than a page carries
         ],
         script=[{"status": 400}, {"status": 400}],
     )
@@ -393,7 +394,7 @@ def test_cli_grid_prints_the_first_page(grid_env):
     import sys
 
     ws, run = grid_env
-    cmd = [sys.executable, "-m", "workbench.cli", "grid", run.run_id[:12], "-w", str(ws.path), "--page-size", "4"]
+    cmd = [sys.executable, "-m", "workbench.cli", "grid", run.run_id, "-w", str(ws.path), "--page-size", "4"]
     out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
@@ -401,3 +402,20 @@ def test_cli_grid_prints_the_first_page(grid_env):
     assert rows[3]["plain:output"] == "echo: Q: what is item 3 made of?"
     text = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert text.returncode == 0 and "polite:token_f1" in text.stdout
+
+
+def test_long_texts_are_cut_in_the_page_and_come_whole_on_request(grid_env):
+    from workbench.gridview import MAX_TEXT
+
+    _ws, run = grid_env
+    grid = run.grid()
+    row = next(r for r in _page(grid)["rows"] if r["case_id"] == "c09")
+    rep = row["cells"]["plain"]["repeats"][0]
+    assert len(rep["output"]) == MAX_TEXT and rep["cut"] == 5000 - MAX_TEXT
+    msg = {"type": "text", "seq": 3, "key": "k", "field": "output", "case_id": "c09", "column": "plain", "repeat": 0}
+    reply = grid.handle_message(msg)
+    assert reply["type"] == "text" and reply["key"] == "k" and reply["text"] == "long " * 1000
+    q = {"type": "text", "field": "input", "case_id": "c05", "name": "question"}
+    assert grid.handle_message(q)["text"] == f"is {INJECTION} safe?"
+    bad = grid.handle_message({"type": "text", "field": "input", "case_id": "c05", "name": "nope"})
+    assert bad["type"] == "error" and "no column 'nope'" in bad["message"]

@@ -31,7 +31,7 @@ FEEDBACK = ("any", "has", "none")
 DIFFS = ("off", "baseline", "expected")
 MAX_PAGE_SIZE = 200
 # Longest text sent for one field; the page stays small (<= 1 MB) whatever the outputs hold.
-MAX_TEXT = 8000
+MAX_TEXT = 3000  # longer texts come whole on request (GridQuery.full_text)
 MAX_CHUNK_TEXT = 1500
 MAX_DIFF_TOKENS = 3000
 LIVE_STATUSES = ("created", "running")
@@ -170,16 +170,24 @@ class GridQuery:
             )
         self.dataset_hash = infos[0]["dataset_hash"]
         self.max_repeats = max(int(i["repeats"]) for i in infos)
-        ds = store.find_dataset(infos[0]["dataset_name"], self.dataset_hash)
-        self.dataset_columns: list[str] = list(ds["columns"]) if ds else []
-        self.id_column: str | None = ds["id_column"] if ds else None
-        self.n_cases = int(ds["n_cases"]) if ds else 0
+        with store.connect() as con:  # dataset and variants in one short connection
+            ds = con.execute(
+                "SELECT columns, id_column, n_cases FROM datasets WHERE hash = $1 LIMIT 1", [self.dataset_hash]
+            ).fetchall()
+            variants = con.execute(
+                "SELECT run_id, variant FROM run_variants WHERE list_contains($1, run_id) ORDER BY position",
+                [self.run_ids],
+            ).fetchall()
+        self.dataset_columns: list[str] = list(json.loads(ds[0][0])) if ds else []
+        self.id_column: str | None = ds[0][1] if ds else None
+        self.n_cases = int(ds[0][2]) if ds else 0
         self.columns: list[GridColumn] = []
         labels = _run_labels(infos)
         for info, label in zip(infos, labels):
-            for v in store.run_variants(info["run_id"]):
-                key = v["variant"] if len(infos) == 1 else f"{label}:{v['variant']}"
-                self.columns.append(GridColumn(key, info["run_id"], v["variant"]))
+            for rid, variant in variants:
+                if rid == info["run_id"]:
+                    key = variant if len(infos) == 1 else f"{label}:{variant}"
+                    self.columns.append(GridColumn(key, rid, variant))
         self.metrics: list[str] = []
         higher: dict[str, bool] = {}
         expected: list[str] = []
@@ -650,6 +658,29 @@ class GridQuery:
             if c.key == key:
                 return c
         raise NotFoundError(f"the grid has no column {key!r}; its columns are {[c.key for c in self.columns]}")
+
+    def full_text(self, field: str, case_id: str, column: Any = None, repeat: Any = 0, name: Any = None) -> str | None:
+        """One whole text the page cut: a cell's output (``column``, ``repeat``) or a dataset column (``name``)."""
+        if field == "output":
+            c = self.column(str(column))
+            if isinstance(repeat, bool) or not isinstance(repeat, int):
+                raise ValidationError(f"repeat must be an integer, got {repeat!r}")
+            with self.store.connect() as con:
+                rows = con.execute(
+                    "SELECT output FROM cells WHERE run_id=$1 AND variant=$2 AND case_id=$3 AND repeat=$4",
+                    [c.run_id, c.variant, case_id, repeat],
+                ).fetchall()
+            return rows[0][0] if rows else None
+        if field == "input":
+            if name not in self.dataset_columns:
+                raise ValidationError(f"the dataset has no column {name!r}; its columns are {self.dataset_columns}")
+            with self.store.connect() as con:
+                rows = con.execute(
+                    "SELECT data FROM dataset_cases WHERE dataset_hash=$1 AND case_id=$2", [self.dataset_hash, case_id]
+                ).fetchall()
+            value = json.loads(rows[0][0]).get(name) if rows else None
+            return value if isinstance(value, str) or value is None else json.dumps(value, ensure_ascii=False)
+        raise ValidationError(f"text field must be 'output' or 'input', got {field!r}")
 
     def feedback_for(self, case_id: str, key: str) -> dict[str, Any]:
         """The feedback summary of one cell (all repeats), as the page shows it."""

@@ -110,6 +110,7 @@ function render({ model, el }) {
   const expanded = new Set(); // "case|column" of expanded cells
   const repeatShown = new Map(); // "case|column" -> repeat index shown
   const commentOpen = new Set();
+  const fullTexts = new Map(); // key -> full text fetched from the kernel
 
   const get = (k) => model.get(k);
   const metricsInfo = () => new Map(((data && data.metrics) || []).map((m) => [m.name, m]));
@@ -324,10 +325,15 @@ function render({ model, el }) {
 
   // -- cells -----------------------------------------------------------------------------
 
-  function textBlock(text, cut, diff, key, cls) {
+  // src: what to ask the kernel for when the page carries only the start of a long text
+  function textBlock(text, cut, diff, key, cls, src) {
     const wrap = h("div", `lw-text ${cls || ""}`);
     const body = h("div", "lw-text-body");
-    if (diff) {
+    const full = fullTexts.get(key);
+    if (full !== undefined) {
+      body.textContent = full;
+      cut = 0;
+    } else if (diff) {
       for (const [seg, changed] of diff) body.appendChild(changed ? h("mark", "lw-diff", seg) : document.createTextNode(seg));
     } else {
       body.textContent = text === null || text === undefined ? "" : String(text);
@@ -339,8 +345,12 @@ function render({ model, el }) {
     // shown only when the text is clipped (checked after layout) or was cut by the kernel
     if (!open && !cut) more.hidden = true;
     more.addEventListener("click", () => {
-      if (expanded.has(key)) expanded.delete(key);
-      else expanded.add(key);
+      if (expanded.has(key)) {
+        expanded.delete(key);
+      } else {
+        expanded.add(key);
+        if (cut && src) request("text", { key, ...src }); // the rest comes from the kernel
+      }
       renderTable();
     });
     wrap.appendChild(more);
@@ -500,7 +510,8 @@ function render({ model, el }) {
     } else if (rep.output === "" || rep.output === null) {
       td.appendChild(h("div", "lw-pending", "(empty output)"));
     } else {
-      td.appendChild(textBlock(rep.output, rep.cut, rep.diff, key, "lw-output"));
+      const src = { field: "output", case_id: row.case_id, column, repeat: rep.repeat };
+      td.appendChild(textBlock(rep.output, rep.cut, rep.diff, `${key}|${rep.repeat}`, "lw-output", src));
     }
     td.appendChild(scoreChips(rep, baseRep, column === baseline));
     const meta = [fmtMs(rep.latency_ms), fmtCost(rep.cost), rep.tokens !== null ? `${fmtInt(rep.tokens)} tok` : null];
@@ -561,13 +572,15 @@ function render({ model, el }) {
       for (const c of inputs) {
         const v = row.inputs[c] || { text: null, cut: 0 };
         const td = h("td", "lw-input");
-        td.appendChild(textBlock(v.text, v.cut, null, `${row.case_id}|in:${c}`));
+        const src = { field: "input", case_id: row.case_id, name: c };
+        td.appendChild(textBlock(v.text, v.cut, null, `${row.case_id}|in:${c}`, "", src));
         tr.appendChild(td);
       }
       if (expectedCol) {
         const v = row.expected || { text: null, cut: 0 };
         const td = h("td", "lw-input lw-expected");
-        td.appendChild(textBlock(v.text, v.cut, null, `${row.case_id}|expected`));
+        const src = { field: "input", case_id: row.case_id, name: expectedCol };
+        td.appendChild(textBlock(v.text, v.cut, null, `${row.case_id}|expected`, "", src));
         tr.appendChild(td);
       }
       for (const c of columns) tr.appendChild(cellView(row, c, baseline));
@@ -641,6 +654,7 @@ function render({ model, el }) {
       if (msg.seq !== null && msg.seq !== undefined && msg.seq < latest) return; // a newer request is on its way
       const arrived = performance.now();
       const changed = !data || data.version !== msg.version;
+      if (changed) fullTexts.clear();
       data = msg;
       banner.replaceChildren();
       banner.classList.remove("lw-show");
@@ -661,6 +675,9 @@ function render({ model, el }) {
         root.dataset.live = "1";
       }
       schedulePoll(false);
+    } else if (msg.type === "text") {
+      fullTexts.set(msg.key, msg.text === null ? "" : msg.text);
+      renderTable();
     } else if (msg.type === "feedback") {
       if (!data) return;
       for (const row of data.rows) {

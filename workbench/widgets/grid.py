@@ -131,6 +131,15 @@ class EvalGrid(anywidget.AnyWidget):
                 return self._reply({"type": "poll", "seq": seq, "version": version})
             if kind == "feedback":
                 return self._feedback(content)
+            if kind == "text":  # the whole of a text the page carried only the start of
+                text = self._query.full_text(
+                    str(content.get("field", "")),
+                    str(content.get("case_id", "")),
+                    column=content.get("column"),
+                    repeat=content.get("repeat", 0),
+                    name=content.get("name"),
+                )
+                return self._reply({"type": "text", "seq": seq, "key": content.get("key"), "text": text})
             raise ValidationError(f"grid: unknown message type {kind!r}")
         except WorkbenchError as exc:
             return self._reply({"type": "error", "seq": seq, "message": str(exc)})
