@@ -24,7 +24,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("bundles")
     run = demo_run(folder, n_cases=30)
     rag = run.export(folder / "rag", "rag-hybrid128", constraints=["token_f1>=0.05", "latency_p95_ms<=60000"])
-    zipped = run.export(folder / "qonly", "question-only", zip=True)
+    zipped = run.export(folder / "qonly", "gold-context", zip=True)  # a bundle without a retriever
     return folder, run, rag, zipped
 
 
@@ -76,7 +76,7 @@ def test_manifest_contract(demo):
     ci = board["ci"]["token_f1"]
     assert ci["ci_low"] <= ci["mean"] <= ci["ci_high"]
     assert abs(ci["mean"] - float(run.leaderboard().set_index("variant").loc["rag-hybrid128", "token_f1"])) < 1e-9
-    assert m["eval"]["runner_up"]["variant"] in ("gold-context", "question-only")
+    assert m["eval"]["runner_up"]["variant"] in ("gold-context", "rag-dense32")
     # the eval cases carry the recorded outputs and scores
     cases = wb.load_bundle(rag).cases()
     assert {"case_id", "inputs", "output", "token_f1", "rouge_l", "contains", "recall_at_k"} <= set(cases.columns)
@@ -228,9 +228,9 @@ def test_export_choices_and_gates(demo, tmp_path):
     with pytest.raises(wb.NotFoundError, match="no variant 'nope'"):
         run.export(tmp_path / "x", "nope")
     with pytest.raises(BundleError, match=r"fails its gate\(s\): token_f1"):
-        run.export(tmp_path / "x", "question-only", constraints=["token_f1>=0.5"])
+        run.export(tmp_path / "x", "rag-dense32", constraints=["token_f1>=0.5"])
     assert not (tmp_path / "x").exists()
-    out = run.export(tmp_path / "x", "question-only", constraints=["token_f1>=0.5"], allow_failing_gates=True)
+    out = run.export(tmp_path / "x", "rag-dense32", constraints=["token_f1>=0.5"], allow_failing_gates=True)
     gate = json.loads((out / "manifest.json").read_text())["gates"][0]
     assert gate["passed"] is False and gate["value"] < 0.5
     winner = run.export(tmp_path / "w", metric="token_f1")

@@ -22,7 +22,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("serving")
     run = demo_run(folder, n_cases=30)
     rag = run.export(folder / "rag", "rag-hybrid128")
-    qonly = run.export(folder / "qonly", "question-only", zip=True)
+    qonly = run.export(folder / "qonly", "rag-dense32", zip=True)
     return folder, run, rag, qonly
 
 
