@@ -1,7 +1,8 @@
 """A bundle exported here loads and serves in a fresh venv holding only the workbench and the bundle's pins.
 
-Slow (minutes: it installs the pinned requirements from the package index into a new virtualenv), so it is
-marked ``slow``; it needs the package index (PyPI) and skips without it.
+It installs the ~145 pinned requirements from the package index into a new virtualenv: measured here at
+25 minutes on the shared 2-core machine (load ~15), so besides ``slow`` it runs only when asked:
+``LLMOPS_TEST_FRESH_VENV=1 pytest tests/test_bundle_venv.py``. It needs the package index and skips without it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def _index_reachable() -> bool:
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_bundle_serves_in_a_fresh_venv(tmp_path):
+    if os.environ.get("LLMOPS_TEST_FRESH_VENV") != "1":
+        pytest.skip("set LLMOPS_TEST_FRESH_VENV=1 to build a fresh venv from the package index (tens of minutes here)")
     if not _index_reachable():
         pytest.skip("the package index is not reachable: cannot build a fresh venv")
     run = demo_run(tmp_path, n_cases=10)

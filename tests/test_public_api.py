@@ -14,6 +14,8 @@ from workbench import errors
 ROOT = Path(__file__).resolve().parents[1]
 
 EXPECTED = [
+    "Bundle",
+    "BundleError",
     "Dataset",
     "DatasetError",
     "Experiment",
@@ -38,6 +40,7 @@ EXPECTED = [
     "WorkspaceError",
     "WorkspaceLockedError",
     "__version__",
+    "load_bundle",
     "metric",
     "open",
 ]
