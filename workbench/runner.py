@@ -70,6 +70,7 @@ class Variant:
             "model_hash": self.model.hash,
             "retriever_name": getattr(self.retriever, "name", None),
             "retriever_hash": getattr(self.retriever, "hash", None),
+            "corpus_hash": getattr(self.retriever, "corpus_hash", None),
         }
 
 
@@ -174,6 +175,7 @@ class Experiment:
                     "retriever": v.retriever.model_dump(mode="json", by_alias=True)
                     if v.retriever is not None
                     else None,
+                    "retriever_corpus_hash": getattr(v.retriever, "corpus_hash", None),  # content, not path
                 }
                 for v in self.variants
             ],
@@ -212,6 +214,8 @@ class Experiment:
                 from workbench.retrieval.config import RetrievalConfig
 
                 retriever = RetrievalConfig.parse(v["retriever"], where=f"run record, variant {v['name']!r}")
+                if v.get("retriever_corpus_hash"):
+                    retriever = retriever.with_corpus_hash(v["retriever_corpus_hash"])
             variants.append(
                 Variant(v["name"], Prompt(p["name"], p["user"], p["system"], tuple(p["few_shot"])), model, retriever)
             )
