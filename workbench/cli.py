@@ -346,6 +346,49 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
 _EXTRA_COMMANDS: list[Any] = []
 
 
+def cmd_export_run(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    path = ws.get_run(args.run_id).archive(args.path)
+    if args.json:
+        _print_json({"path": str(path), "bytes": Path(path).stat().st_size})
+    else:
+        sys.stdout.write(f"wrote {path} ({Path(path).stat().st_size:,} bytes)\n")
+    return 0
+
+
+def cmd_import_run(args: argparse.Namespace) -> int:
+    run = _workspace(args).import_run(args.path)
+    if args.json:
+        _print_json({"run_id": run.run_id, "status": run.status})
+    else:
+        sys.stdout.write(f"imported run {run.run_id} ({run.status})\n")
+    return 0
+
+
+def _run_archive_commands(sub: Any, common: Any, progress: Any) -> None:
+    p = sub.add_parser(
+        "export-run",
+        parents=[common],
+        help="write a run to one archive file",
+        description="Write a run (cells, scores, judgements, feedback, dataset version, prompts, model configs "
+        "without secrets, environment) to a zip of Parquet + JSON with sha256 checksums.",
+    )
+    p.add_argument("run_id", help="run id (or a unique prefix)")
+    p.add_argument("path", help="archive file to write (.zip), or a folder")
+    p.set_defaults(func=cmd_export_run)
+    p = sub.add_parser(
+        "import-run",
+        parents=[common],
+        help="load a run archive into the workspace",
+        description="Load a run archive: checksums verified, idempotent, never overwrites a different run.",
+    )
+    p.add_argument("path", help="archive file written by export-run")
+    p.set_defaults(func=cmd_import_run)
+
+
+_EXTRA_COMMANDS.append(_run_archive_commands)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from workbench.providers import configure_environment
 

@@ -454,6 +454,12 @@ class Run:
         rest = [c for c in out.columns if c not in front and c not in ("variant_position", "case_position")]
         return out[front + rest].reset_index(drop=True)
 
+    def archive(self, path: Any) -> Any:
+        """Write this run to one zip file another workspace can import (see workbench.archive); returns its path."""
+        from workbench import archive
+
+        return archive.export_run(self.store, self.run_id, path)
+
     def judgements(self) -> pd.DataFrame:
         """Every judge prompt and response behind the judge metrics' scores, per cell and metric."""
         return self.store.judgements(self.run_id)

@@ -296,6 +296,12 @@ class Workspace:
             author=author,
         )
 
+    def import_run(self, path: str | os.PathLike[str]) -> Run:
+        """Load a run archive (``run.archive(path)`` / ``llmops export-run``): verified, idempotent, no overwrite."""
+        from workbench import archive
+
+        return Run(self.store, archive.import_run(self.store, path))
+
     def runs(self) -> pd.DataFrame:
         return self.store.list_runs()
 
