@@ -365,6 +365,15 @@ def cmd_import_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    result = _workspace(args).diff(args.run_a, args.run_b)
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        sys.stdout.write(str(result) + "\n")
+    return 0
+
+
 def _run_archive_commands(sub: Any, common: Any, progress: Any) -> None:
     p = sub.add_parser(
         "export-run",
@@ -384,6 +393,16 @@ def _run_archive_commands(sub: Any, common: Any, progress: Any) -> None:
     )
     p.add_argument("path", help="archive file written by export-run")
     p.set_defaults(func=cmd_import_run)
+    p = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="what changed between two runs",
+        description="By variant: dataset rows added/removed/changed, prompt text (unified diff), model and "
+        "params, retriever settings, metrics; and paired score deltas (B - A) with confidence intervals.",
+    )
+    p.add_argument("run_a", help="the earlier run (id or unique prefix)")
+    p.add_argument("run_b", help="the later run (id or unique prefix)")
+    p.set_defaults(func=cmd_diff)
 
 
 _EXTRA_COMMANDS.append(_run_archive_commands)
