@@ -374,6 +374,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    run = _workspace(args).get_run(args.run_id)
+    _, report = run.replay(
+        use_cache=not args.no_cache,
+        retry_failed_judgements=args.retry_failed_judgements,
+        progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        sys.stdout.write(str(report) + "\n")
+    return 0
+
+
 def _run_archive_commands(sub: Any, common: Any, progress: Any) -> None:
     p = sub.add_parser(
         "export-run",
@@ -403,6 +417,22 @@ def _run_archive_commands(sub: Any, common: Any, progress: Any) -> None:
     p.add_argument("run_a", help="the earlier run (id or unique prefix)")
     p.add_argument("run_b", help="the later run (id or unique prefix)")
     p.set_defaults(func=cmd_diff)
+    p = sub.add_parser(
+        "replay",
+        parents=[common, progress],
+        help="re-execute a run's cells and compare scores",
+        description="Re-execute a stored or imported run's cells (its stored prompts) as a new run. With the cache "
+        "the scores equal the original; with --no-cache every call is sent again and the report gives, per "
+        "metric, original vs replayed, the difference and a paired test.",
+    )
+    p.add_argument("run_id", help="run id (or a unique prefix)")
+    p.add_argument("--no-cache", action="store_true", help="send every model and judge call again")
+    p.add_argument(
+        "--retry-failed-judgements",
+        action="store_true",
+        help="re-ask judge prompts behind scores that failed (e.g. replies that did not parse)",
+    )
+    p.set_defaults(func=cmd_replay)
 
 
 _EXTRA_COMMANDS.append(_run_archive_commands)

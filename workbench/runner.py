@@ -454,6 +454,12 @@ class Run:
         rest = [c for c in out.columns if c not in front and c not in ("variant_position", "case_position")]
         return out[front + rest].reset_index(drop=True)
 
+    def replay(self, use_cache: bool = True, retry_failed_judgements: bool = False, progress: bool = False) -> Any:
+        """Re-execute this run's stored cells as a new run; returns (new run, ReplayReport) (workbench.replay)."""
+        from workbench import replay
+
+        return replay.replay(self, use_cache, retry_failed_judgements, progress)
+
     def archive(self, path: Any) -> Any:
         """Write this run to one zip file another workspace can import (see workbench.archive); returns its path."""
         from workbench import archive
@@ -620,7 +626,10 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]], cancel: Cal
 
 
 class _Executor:
-    def __init__(self, run: Run, cells: list[PlannedCell], progress: bool, replace: bool) -> None:
+    def __init__(
+        self, run: Run, cells: list[PlannedCell], progress: bool, replace: bool, use_cache: bool = True
+    ) -> None:
+        self.use_cache = use_cache  # False: every cell and judge prompt is sent again (replay --no-cache)
         self.run = run
         self.store = run.store
         self.cells = cells
@@ -883,8 +892,8 @@ class _Executor:
         status = "completed"
         try:
             keys = list({c.key for c in self.cells})
-            cache = await asyncio.to_thread(self.store.start_execution, run_id, keys)
-            judge_models = sorted({m.judge.model for m in self.metrics if m.judge is not None})
+            cache = await asyncio.to_thread(self.store.start_execution, run_id, keys if self.use_cache else [])
+            judge_models = sorted({m.judge.model for m in self.metrics if m.judge is not None and self.use_cache})
             if judge_models:
                 judge_cache = await asyncio.to_thread(self.store.responses_for_models, judge_models)
                 for m in self.metrics:
