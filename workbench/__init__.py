@@ -36,9 +36,11 @@ _EXPORTS = {
     "ModelError": "workbench.errors",
     "ModelFatalError": "workbench.errors",
     "NotFoundError": "workbench.errors",
+    "ArchiveError": "workbench.errors",
 }
 
 __all__ = [
+    "ArchiveError",
     "Dataset",
     "DatasetError",
     "Experiment",
@@ -89,6 +91,7 @@ def load_ipython_extension(ipython: Any) -> None:
 if TYPE_CHECKING:
     from workbench.datasets import Dataset
     from workbench.errors import (
+        ArchiveError,
         DatasetError,
         MetricError,
         ModelError,

@@ -5,7 +5,7 @@ imported run's ``results()``, ``leaderboard()``, ``compare()`` and ``winner()`` 
 the run record and environment readable by eye. ``manifest.json`` lists the sha256 of every member: an archive
 whose contents do not match is refused, as is any member name that is not a plain file name (zip-slip).
 
-This is a *run* archive (evidence of one run, for a colleague or a paper), not a deployable bundle.
+This is a *run* archive: evidence of one run, for a colleague or a paper, not something to deploy.
 Model configs carry key variable *names* only; secrets are never written.
 """
 
