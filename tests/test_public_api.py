@@ -14,6 +14,7 @@ from workbench import errors
 ROOT = Path(__file__).resolve().parents[1]
 
 EXPECTED = [
+    "ArchiveError",
     "Bundle",
     "BundleError",
     "Dataset",

@@ -186,7 +186,7 @@ def test_config_shorthands_defaults_and_hash() -> None:
     assert len(a.hash) == 64
     c = RetrievalConfig.parse({"chunker": {"size": 129}, "index": "hnsw", "hybrid": {}, "mmr": {}})
     assert c.hash != a.hash
-    assert c.label == f"r-{c.hash[:8]}"
+    assert c.label == f"r-{c.settings_hash[:8]}"  # settings only: naming reads no corpus file
     assert RetrievalConfig.parse({"mmr": {"lambda": 0.2}}).canonical()["mmr"]["lambda"] == 0.2
     assert RetrievalConfig.parse({"query": "title"}).hash != RetrievalConfig.parse({}).hash
 

@@ -41,9 +41,11 @@ _EXPORTS = {
     "load_bundle": "workbench.bundles",
     "PromotionError": "workbench.errors",
     "PromptEditor": "workbench.widgets.prompt_editor",
+    "ArchiveError": "workbench.errors",
 }
 
 __all__ = [
+    "ArchiveError",
     "Bundle",
     "BundleError",
     "Dataset",
@@ -100,6 +102,7 @@ if TYPE_CHECKING:
     from workbench.bundles import Bundle, load_bundle
     from workbench.datasets import Dataset
     from workbench.errors import (
+        ArchiveError,
         BundleError,
         DatasetError,
         MetricError,

@@ -402,6 +402,96 @@ def _ops_commands(sub: Any, common: argparse.ArgumentParser, progress: argparse.
 
 _EXTRA_COMMANDS.append(_deploy_commands)
 _EXTRA_COMMANDS.append(_ops_commands)
+def cmd_export_run(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    path = ws.get_run(args.run_id).archive(args.path)
+    if args.json:
+        _print_json({"path": str(path), "bytes": Path(path).stat().st_size})
+    else:
+        sys.stdout.write(f"wrote {path} ({Path(path).stat().st_size:,} bytes)\n")
+    return 0
+
+
+def cmd_import_run(args: argparse.Namespace) -> int:
+    run = _workspace(args).import_run(args.path)
+    if args.json:
+        _print_json({"run_id": run.run_id, "status": run.status})
+    else:
+        sys.stdout.write(f"imported run {run.run_id} ({run.status})\n")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    result = _workspace(args).diff(args.run_a, args.run_b)
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        sys.stdout.write(str(result) + "\n")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    run = _workspace(args).get_run(args.run_id)
+    _, report = run.replay(
+        use_cache=not args.no_cache,
+        retry_failed_judgements=args.retry_failed_judgements,
+        progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        sys.stdout.write(str(report) + "\n")
+    return 0
+
+
+def _run_archive_commands(sub: Any, common: Any, progress: Any) -> None:
+    p = sub.add_parser(
+        "export-run",
+        parents=[common],
+        help="write a run to one archive file",
+        description="Write a run (cells, scores, judgements, feedback, dataset version, prompts, model configs "
+        "without secrets, environment) to a zip of Parquet + JSON with sha256 checksums.",
+    )
+    p.add_argument("run_id", help="run id (or a unique prefix)")
+    p.add_argument("path", help="archive file to write (.zip), or a folder")
+    p.set_defaults(func=cmd_export_run)
+    p = sub.add_parser(
+        "import-run",
+        parents=[common],
+        help="load a run archive into the workspace",
+        description="Load a run archive: checksums verified, idempotent, never overwrites a different run.",
+    )
+    p.add_argument("path", help="archive file written by export-run")
+    p.set_defaults(func=cmd_import_run)
+    p = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="what changed between two runs",
+        description="By variant: dataset rows added/removed/changed, prompt text (unified diff), model and "
+        "params, retriever settings, metrics; and paired score deltas (B - A) with confidence intervals.",
+    )
+    p.add_argument("run_a", help="the earlier run (id or unique prefix)")
+    p.add_argument("run_b", help="the later run (id or unique prefix)")
+    p.set_defaults(func=cmd_diff)
+    p = sub.add_parser(
+        "replay",
+        parents=[common, progress],
+        help="re-execute a run's cells and compare scores",
+        description="Re-execute a stored or imported run's cells (its stored prompts) as a new run. With the cache "
+        "the scores equal the original; with --no-cache every call is sent again and the report gives, per "
+        "metric, original vs replayed, the difference and a paired test.",
+    )
+    p.add_argument("run_id", help="run id (or a unique prefix)")
+    p.add_argument("--no-cache", action="store_true", help="send every model and judge call again")
+    p.add_argument(
+        "--retry-failed-judgements",
+        action="store_true",
+        help="re-ask judge prompts behind scores that failed (e.g. replies that did not parse)",
+    )
+    p.set_defaults(func=cmd_replay)
+
+
+_EXTRA_COMMANDS.append(_run_archive_commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

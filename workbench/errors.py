@@ -46,6 +46,10 @@ class RetrievalError(ValidationError):
     """A corpus or retrieval configuration is not valid."""
 
 
+class ArchiveError(ValidationError):
+    """A run archive is altered, damaged, not an archive, or would overwrite a different run."""
+
+
 class ModelError(WorkbenchError):
     """A model call failed in a way that retrying will not fix for this cell."""
 

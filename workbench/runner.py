@@ -71,6 +71,7 @@ class Variant:
             "model_hash": self.model.hash,
             "retriever_name": getattr(self.retriever, "name", None),
             "retriever_hash": getattr(self.retriever, "hash", None),
+            "corpus_hash": getattr(self.retriever, "corpus_hash", None),
         }
 
 
@@ -187,6 +188,7 @@ class Experiment:
                     "retriever": v.retriever.model_dump(mode="json", by_alias=True)
                     if v.retriever is not None
                     else None,
+                    "retriever_corpus_hash": getattr(v.retriever, "corpus_hash", None),  # content, not path
                 }
                 for v in self.variants
             ],
@@ -225,6 +227,8 @@ class Experiment:
                 from workbench.retrieval.config import RetrievalConfig
 
                 retriever = RetrievalConfig.parse(v["retriever"], where=f"run record, variant {v['name']!r}")
+                if v.get("retriever_corpus_hash"):
+                    retriever = retriever.with_corpus_hash(v["retriever_corpus_hash"])
             variants.append(
                 Variant(v["name"], Prompt(p["name"], p["user"], p["system"], tuple(p["few_shot"])), model, retriever)
             )
@@ -465,6 +469,18 @@ class Run:
 
         return table(out[front + rest].reset_index(drop=True))
 
+    def replay(self, use_cache: bool = True, retry_failed_judgements: bool = False, progress: bool = False) -> Any:
+        """Re-execute this run's stored cells as a new run; returns (new run, ReplayReport) (workbench.replay)."""
+        from workbench import replay
+
+        return replay.replay(self, use_cache, retry_failed_judgements, progress)
+
+    def archive(self, path: Any) -> Any:
+        """Write this run to one zip file another workspace can import (see workbench.archive); returns its path."""
+        from workbench import archive
+
+        return archive.export_run(self.store, self.run_id, path)
+
     def judgements(self) -> pd.DataFrame:
         """Every judge prompt and response behind the judge metrics' scores, per cell and metric."""
         return self.store.judgements(self.run_id)
@@ -652,7 +668,10 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]], cancel: Cal
 
 
 class _Executor:
-    def __init__(self, run: Run, cells: list[PlannedCell], progress: Any, replace: bool) -> None:
+    def __init__(
+        self, run: Run, cells: list[PlannedCell], progress: Any, replace: bool, use_cache: bool = True
+    ) -> None:
+        self.use_cache = use_cache  # False: every cell and judge prompt is sent again (replay --no-cache)
         self.run = run
         self.store = run.store
         self.cells = cells
@@ -939,8 +958,8 @@ class _Executor:
         status = "completed"
         try:
             keys = list({c.key for c in self.cells})
-            cache = await asyncio.to_thread(self.store.start_execution, run_id, keys)
-            judge_models = sorted({m.judge.model for m in self.metrics if m.judge is not None})
+            cache = await asyncio.to_thread(self.store.start_execution, run_id, keys if self.use_cache else [])
+            judge_models = sorted({m.judge.model for m in self.metrics if m.judge is not None and self.use_cache})
             if judge_models:
                 judge_cache = await asyncio.to_thread(self.store.responses_for_models, judge_models)
                 for m in self.metrics:

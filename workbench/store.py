@@ -181,6 +181,48 @@ def m110_i8_promotions(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m130_i13_content_hashes(con: duckdb.DuckDBPyConnection) -> None:
+    """Retriever and variant hashes by corpus *content*, not path (issue 13); stored runs are re-hashed.
+
+    A run's corpus is the version registered from its recorded path at or before the run (``corpora.source``);
+    the retriever hash becomes sha256 of its recorded settings with ``corpus = {"content": <corpus hash>}``
+    (what ``RetrievalConfig.hash`` computes now), and the variant hash follows. Rows whose corpus version cannot
+    be found keep their old hashes. Request keys never contained a path, so the response cache is untouched.
+    """
+    import hashlib
+
+    con.execute("ALTER TABLE run_variants ADD COLUMN corpus_hash TEXT")
+    rows = con.execute(
+        "SELECT v.run_id, v.variant, v.prompt_hash, v.model_hash, r.spec, r.created_at FROM run_variants v "
+        "JOIN runs r USING (run_id) WHERE v.retriever_hash IS NOT NULL"
+    ).fetchall()
+    for run_id, variant, prompt_hash, model_hash, spec, created_at in rows:
+        recorded = {v["name"]: v for v in json.loads(spec).get("variants", [])}.get(variant) or {}
+        retriever = dict(recorded.get("retriever") or {})
+        path = (retriever.get("corpus") or {}).get("path")
+        if not path:
+            continue
+        found = _first(
+            con.execute(
+                "SELECT hash FROM corpora WHERE source=$1 ORDER BY (created_at <= $2) DESC, created_at DESC LIMIT 1",
+                [path, created_at],
+            )
+        )
+        if not found:
+            continue
+        retriever.pop("name", None)
+        retriever["corpus"] = {"content": found[0]}
+        retriever_hash = hashlib.sha256(dumps(retriever).encode("utf-8")).hexdigest()
+        variant_hash = hashlib.sha256(
+            dumps({"p": prompt_hash, "m": model_hash, "r": retriever_hash}).encode()
+        ).hexdigest()
+        con.execute(
+            "UPDATE run_variants SET retriever_hash=$3, variant_hash=$4, corpus_hash=$5 WHERE run_id=$1 AND variant=$2",
+            [run_id, variant, retriever_hash, variant_hash, found[0]],
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # connections
 
@@ -539,7 +581,9 @@ class Store:
             )
             for i, v in enumerate(variants):
                 con.execute(
-                    "INSERT INTO run_variants VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                    "INSERT INTO run_variants (run_id, variant, variant_hash, position, prompt_name, prompt_hash, "
+                    "model_name, model, model_hash, retriever_name, retriever_hash, corpus_hash) "
+                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
                     [
                         run_id,
                         v["name"],
@@ -552,6 +596,7 @@ class Store:
                         v["model_hash"],
                         v.get("retriever_name"),
                         v.get("retriever_hash"),
+                        v.get("corpus_hash"),
                     ],
                 )
 

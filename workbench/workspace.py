@@ -405,6 +405,20 @@ class Workspace:
             author=author,
         )
 
+    def import_run(self, path: str | os.PathLike[str]) -> Run:
+        """Load a run archive (``run.archive(path)`` / ``llmops export-run``): verified, idempotent, no overwrite."""
+        from workbench import archive
+
+        return Run(self.store, archive.import_run(self.store, path))
+
+    def diff(self, a: Run | str, b: Run | str, confidence: float = 0.95) -> Any:
+        """What changed from run ``a`` to run ``b`` by variant, and the paired score deltas (workbench.rundiff)."""
+        from workbench.rundiff import diff_runs
+
+        run_a = a if isinstance(a, Run) else self.get_run(a)
+        run_b = b if isinstance(b, Run) else self.get_run(b)
+        return diff_runs(run_a, run_b, confidence=confidence)
+
     def runs(self) -> pd.DataFrame:
         from workbench.display import table
 

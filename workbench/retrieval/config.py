@@ -3,6 +3,8 @@
 Why pydantic with ``extra="forbid"``: a typo (``overlapp: 32``) must fail loudly with the path of the bad
 key instead of silently running the default. ``RetrievalConfig.hash`` (sha256 of canonical JSON without the
 display ``name``) identifies a configuration in results; build-time parts of it also key the artifact cache.
+The corpus enters that hash by its documents' content hash, never by its path, so the same spec and files in
+two folders (or on two machines) give the same hash; the path is kept only as provenance.
 
 Shorthands: ``corpus: docs/`` == ``{path: docs/}``, ``chunker: 256`` == ``{size: 256}``,
 ``index: hnsw`` == ``{type: hnsw}``, ``hybrid: true`` == ``{}`` (defaults), ``mmr: true`` == ``{}``.
@@ -82,6 +84,32 @@ class CorpusSpec(_Strict):
         from workbench.retrieval.corpus import Corpus
 
         return Corpus.from_path(self.resolve(base_dir), id_field=self.id, text_field=self.text, glob=self.glob)
+
+    def content_hash(self, base_dir: str | Path | None = None) -> str:
+        """``Corpus.hash`` of what this spec reads, cached per file signature (path, size, mtime) in the process."""
+        root = self.resolve(base_dir)
+        if root.is_dir():
+            files = sorted(p for p in root.glob(self.glob or "**/*") if p.is_file())
+        else:
+            files = [root]
+        try:
+            signature = (
+                self.id,
+                self.text,
+                self.glob,
+                tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files),
+            )
+        except OSError:
+            signature = None
+        if signature is not None and signature in _CONTENT_HASHES:
+            return _CONTENT_HASHES[signature]
+        digest = self.load(base_dir).hash
+        if signature is not None:
+            _CONTENT_HASHES[signature] = digest
+        return digest
+
+
+_CONTENT_HASHES: dict[Any, str] = {}
 
 
 class ChunkerConfig(_Strict):
@@ -239,6 +267,7 @@ class RetrievalConfig(_Strict):
     filter: dict[str, Any] | None = None
 
     _base_dir: Path | None = PrivateAttr(default=None)
+    _corpus_hash: str | None = PrivateAttr(default=None)
 
     @field_validator("corpus", mode="before")
     @classmethod
@@ -294,17 +323,39 @@ class RetrievalConfig(_Strict):
 
     # ---- identity ------------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
-        """The JSON that defines this configuration (everything except ``name``)."""
-        return self.model_dump(mode="json", by_alias=True, exclude={"name"})
+        """The JSON that defines this configuration: settings plus the corpus *content* hash (no name, no path)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"name", "corpus"})
+        data["corpus"] = None if self.corpus is None else {"content": self.corpus_hash}
+        return data
 
     @property
     def hash(self) -> str:
         return canonical_hash(self.canonical())
 
     @property
+    def corpus_hash(self) -> str | None:
+        """Content hash of the corpus (reads it once per file version); ``None`` without a corpus."""
+        if self.corpus is None:
+            return None
+        if self._corpus_hash is None:
+            self._corpus_hash = self.corpus.content_hash(self._base_dir)
+        return self._corpus_hash
+
+    def with_corpus_hash(self, corpus_hash: str | None) -> RetrievalConfig:
+        """A copy whose corpus is known by content hash (an imported or recorded run whose files are elsewhere)."""
+        out = self.model_copy()
+        out._corpus_hash = corpus_hash
+        return out
+
+    @property
+    def settings_hash(self) -> str:
+        """Hash of the settings alone (no corpus): names an unnamed config without reading any file."""
+        return canonical_hash(self.model_dump(mode="json", by_alias=True, exclude={"name", "corpus"}))
+
+    @property
     def label(self) -> str:
-        """Display name: ``name`` or ``r-<hash prefix>``."""
-        return self.name or f"r-{self.hash[:8]}"
+        """Display name: ``name`` or ``r-<settings hash prefix>``."""
+        return self.name or f"r-{self.settings_hash[:8]}"
 
     @property
     def base_dir(self) -> Path | None:
