@@ -125,3 +125,22 @@ def render_error_text(exc: Exception) -> str:
     if isinstance(exc, UndefinedError):
         return f"undefined variable: {exc.message}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def as_text(p: Prompt) -> str:
+    """A prompt as one readable text (system, few-shot turns, user), the form versions are diffed in."""
+    parts = [f"[system]\n{p.system}"] if p.system is not None else []
+    parts += [f"[{m['role']}]\n{m['content']}" for m in p.few_shot]
+    parts.append(f"[user]\n{p.user}")
+    return "\n\n".join(parts) + "\n"
+
+
+def diff(old: Prompt, new: Prompt, context: int = 3) -> str:
+    """Unified diff between two prompt versions (empty when their templates are identical)."""
+    import difflib
+
+    a, b = (f"{p.name} v{p.version}" if p.version is not None else p.name for p in (old, new))
+    lines = difflib.unified_diff(
+        as_text(old).splitlines(keepends=True), as_text(new).splitlines(keepends=True), a, b, n=context
+    )
+    return "".join(lines)
