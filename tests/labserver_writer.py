@@ -58,6 +58,8 @@ def live_run(path: Path, api_base: str, concurrency: int) -> None:
         concurrency=concurrency,
         name="live",
     )
+    import litellm  # noqa: F401  - warm, as %load_ext does in a kernel: the run then starts calling at once
+
     print("RUNNING", flush=True)
     run = exp.run(progress=False)
     print("DONE", run.run_id, run.status, flush=True)
@@ -70,9 +72,11 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--seed-only", action="store_true")
+    parser.add_argument("--no-seed", action="store_true", help="the workspace is seeded already: only the live run")
     args = parser.parse_args()
     os.environ.setdefault("OPENAI_API_KEY", "sk-test")
-    seed(args.workspace, args.cases)
+    if not args.no_seed:
+        seed(args.workspace, args.cases)
     print("SEEDED", flush=True)
     if not args.seed_only:
         if not args.api_base:

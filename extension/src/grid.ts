@@ -88,7 +88,7 @@ export class GridPanel extends Widget {
         disabled: p.page + 1 >= pages
       })
     );
-    const inputCols = p.input_columns.slice(0, 2);
+    const inputCols = p.input_columns;
     const head = h(
       'tr',
       {},
@@ -105,9 +105,12 @@ export class GridPanel extends Widget {
           'td',
           { class: 'jp-llmops-case-col' },
           h('div', { class: 'jp-llmops-case-id' }, r.case_id),
-          inputCols.map(c =>
-            h('div', { class: 'jp-llmops-input', title: String(r.inputs[c] ?? '') }, clip(String(r.inputs[c] ?? ''), 180))
-          )
+          inputCols
+            .filter(c => String(r.inputs[c] ?? '') !== r.case_id) // the id column is shown above
+            .slice(0, 2)
+            .map(c =>
+              h('div', { class: 'jp-llmops-input', title: `${c}: ${String(r.inputs[c] ?? '')}` }, clip(String(r.inputs[c] ?? ''), 180))
+            )
         ),
         p.variants.map(v => this._cell(r.cells[v], p.metrics))
       )
@@ -155,7 +158,7 @@ export class GridPanel extends Widget {
     search.addEventListener('change', () => this.update_({ search: search.value }));
     const filter = h('input', {
       class: 'jp-llmops-metric-filter',
-      placeholder: 'score filter, e.g. token_f1 < 0.5',
+      placeholder: 'score filter: token_f1 < 0.5 or token_f1@variant < 0.5',
       type: 'text'
     }) as HTMLInputElement;
     filter.addEventListener('change', () => {

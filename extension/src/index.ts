@@ -123,7 +123,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (!w || w.isDisposed) {
           w = new MainAreaWidget({ content: new GridPanel(ws, runId, settings) });
           w.id = `llmops-grid-${runId}`;
-          w.title.label = `Run ${runId.slice(0, 12)}`;
+          const run = sidebar.runs.find(r => r.run_id === runId);
+          w.title.label = run?.name ? `${run.name} · ${runId.slice(-6)}` : `Run ${runId}`;
+          w.title.caption = `LLMOps run ${runId} (${ws})`;
           w.title.icon = icon;
           w.title.closable = true;
           grids.set(key, w);

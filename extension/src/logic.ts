@@ -110,15 +110,23 @@ export function gridQuery(ws: string, s: IGridState): string {
   return q.toString();
 }
 
-/** Parse "metric op value" (e.g. "token_f1 < 0.5") into a metric filter, or null. */
+/**
+ * Parse "metric op value" (any variant) or "metric@variant op value" (e.g. "token_f1@terse < 0.5")
+ * into a metric filter, or null when it does not parse.
+ */
 export function parseMetricFilter(text: string): IMetricFilter | null {
-  const m = /^\s*([\w.\-/]+)\s*(<=|>=|!=|==|<|>|=)\s*(-?\d+(?:\.\d+)?)\s*$/.exec(
-    text
-  );
+  const m =
+    /^\s*([\w.\-]+)(?:@([^\s<>=!]+))?\s*(<=|>=|!=|==|<|>|=)\s*(-?\d+(?:\.\d+)?)\s*$/.exec(
+      text
+    );
   if (!m) {
     return null;
   }
-  return { metric: m[1], op: m[2], value: Number(m[3]) };
+  const f: IMetricFilter = { metric: m[1], op: m[3], value: Number(m[4]) };
+  if (m[2]) {
+    f.variant = m[2];
+  }
+  return f;
 }
 
 export function pageCount(total: number, pageSize: number): number {

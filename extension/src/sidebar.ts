@@ -342,7 +342,7 @@ export class LLMOpsSidebar extends Widget {
     );
     const board = this._boards.get(r.run_id);
     if (board) {
-      li.append(this._boardTable(board));
+      li.append(h('div', { class: 'jp-llmops-board-wrap' }, this._boardTable(board)));
     }
     return li;
   }

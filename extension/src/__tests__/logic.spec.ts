@@ -62,6 +62,12 @@ describe('small helpers', () => {
       op: '<=',
       value: 0.25
     });
+    expect(parseMetricFilter('rouge_l@rag/mini < 1')).toEqual({
+      metric: 'rouge_l',
+      op: '<',
+      value: 1,
+      variant: 'rag/mini'
+    });
     expect(parseMetricFilter('token_f1 is low')).toBeNull();
   });
   it('counts pages and classifies diff lines', () => {
