@@ -6,9 +6,9 @@ notebook kernel does)::
     python tests/labserver_writer.py WORKSPACE --api-base URL [--cases N] [--concurrency C] [--seed-only]
 
 It prints ``SEEDED`` once the dataset, two versions of a prompt and a finished baseline run are stored, then
-``RUNNING`` as the live run (named ``live``) starts and ``DONE <run_id> <status>`` at the end. The live run calls the
-local OpenAI-compatible test server (tests/openai_server.py) over HTTP, so its pace is set by that
-server's latency.
+``RUNNING`` as the live run (named ``live``) starts, ``SECONDS <run time>`` and ``DONE <run_id> <status>``.
+The live run calls the local OpenAI-compatible test server (tests/openai_server.py) over HTTP, so its pace
+is set by that server's latency.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -61,7 +62,9 @@ def live_run(path: Path, api_base: str, concurrency: int) -> None:
     import litellm  # noqa: F401  - warm, as %load_ext does in a kernel: the run then starts calling at once
 
     print("RUNNING", flush=True)
+    t = time.perf_counter()
     run = exp.run(progress=False)
+    print("SECONDS", f"{time.perf_counter() - t:.3f}", flush=True)
     print("DONE", run.run_id, run.status, flush=True)
 
 

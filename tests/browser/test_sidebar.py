@@ -64,7 +64,9 @@ def test_sidebar_follows_a_running_kernel_then_grid_and_diff(
     pg.goto(llmops_lab.url("/lab"))
     pg.wait_for_function("() => !!window.jupyterapp")
     # after the layout is restored (restoring re-activates the file browser)
-    page.eval("async () => { await window.jupyterapp.restored; window.jupyterapp.shell.activateById('jp-llmops-sidebar'); }")
+    page.eval(
+        "async () => { await window.jupyterapp.restored; window.jupyterapp.shell.activateById('jp-llmops-sidebar'); }"
+    )
     sidebar = pg.locator("#jp-llmops-sidebar")
     baseline = sidebar.locator("li.jp-llmops-run", has_text="baseline")
     baseline.wait_for()
@@ -75,8 +77,18 @@ def test_sidebar_follows_a_running_kernel_then_grid_and_diff(
     openai_server.reset()
     openai_server.configure(latency=0.12)
     writer = subprocess.Popen(
-        [sys.executable, str(WRITER), str(llmops_lab.root_dir / ".llmops"), "--no-seed", "--cases", str(CASES),
-         "--api-base", openai_server.base_url, "--concurrency", "1"],
+        [
+            sys.executable,
+            str(WRITER),
+            str(llmops_lab.root_dir / ".llmops"),
+            "--no-seed",
+            "--cases",
+            str(CASES),
+            "--api-base",
+            openai_server.base_url,
+            "--concurrency",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -127,8 +139,9 @@ def test_sidebar_follows_a_running_kernel_then_grid_and_diff(
     first_ids = grid.locator(".jp-llmops-case-id").all_inner_texts()
     page.screenshot("grid-page1")
     grid.locator(".jp-llmops-next").click()
-    pg.wait_for_function("() => document.querySelector('.jp-llmops-grid .jp-llmops-page-label').innerText"
-                         ".startsWith('Page 2')")
+    pg.wait_for_function(
+        "() => document.querySelector('.jp-llmops-grid .jp-llmops-page-label').innerText.startsWith('Page 2')"
+    )
     assert grid.locator("tbody tr").count() == CASES - 25
     assert not set(first_ids) & set(grid.locator(".jp-llmops-case-id").all_inner_texts())
     flt = grid.locator(".jp-llmops-metric-filter")
