@@ -40,7 +40,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [sys.executable, str(WRITER), str(root / ".llmops"), "--seed-only", "--cases", "30"],
         check=True,
-        timeout=120,
+        timeout=600,
         capture_output=True,
     )
     return root / ".llmops"
@@ -101,7 +101,7 @@ assert not bad, bad
 assert any("llmops/api/runs" in str(getattr(r.matcher, "regex", "").pattern) for r in routes), "routes missing"
 print("OK")
 """
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK" in out.stdout
 
@@ -123,6 +123,9 @@ async def test_lists_are_paged(jp_fetch: Any, root: Path) -> None:
     assert all(0 <= b["token_f1"] <= 1 for b in board["items"])
     retr = await get(jp_fetch, "retrievers", ws=".llmops")
     assert retr == {"corpora": [], "retrievers": []}
+    overview = await get(jp_fetch, "overview", ws=".llmops", limit=5)
+    assert overview["runs"] == {**runs, "limit": 5} and overview["retrievers"] == retr
+    assert overview["datasets"]["items"] == datasets["items"] and overview["prompts"]["total"] == prompts["total"]
     code, body = await error(jp_fetch, "runs", ws=".llmops", limit=0)
     assert code == 400 and "limit" in body["message"]
 
@@ -262,3 +265,35 @@ async def test_api_reads_while_a_kernel_process_writes(jp_fetch: Any, root: Path
     final = [r for r in (await get(jp_fetch, "runs", ws=".llmops"))["items"] if r["name"] == "live"][0]
     assert final["done"] == final["n_cells"] == 60 and final["status"] == "completed"
     assert progress == sorted(progress)
+
+
+def test_read_only_store_pages_runs_and_writes_nothing(seeded: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from workbench.errors import WorkspaceError
+    from workbench.store import Store
+    from workbench.workspace import Workspace
+
+    with pytest.raises(WorkspaceError, match="no workspace database"):
+        Workspace(tmp_path / "missing", read_only=True)
+    assert not (tmp_path / "missing").exists()
+    path = tmp_path / "ws"
+    shutil.copytree(seeded, path)
+    with Store(path).transaction() as con:  # 25 runs: the seeded one copied in SQL
+        con.execute(
+            "INSERT INTO runs SELECT run_id || '-' || i, name, status, dataset_name, dataset_hash, spec, repeats, "
+            "n_cells, created_at - to_seconds(i), finished_at FROM runs, range(1, 25) t(i)"
+        )
+    before = (path / "workspace.duckdb").stat().st_mtime_ns
+    ro = Workspace(path, read_only=True)
+    full = ro.runs()
+    with ro.store.session():
+        pages = [ro.store.runs_page(10, off) for off in (0, 10, 20)]
+    assert [t for _, t in pages] == [25, 25, 25]
+    ids = [r["run_id"] for rows, _ in pages for r in rows]
+    assert ids == list(full["run_id"]) and len(set(ids)) == 25
+    assert [r["done"] for rows, _ in pages for r in rows] == list(full["done"])
+    assert (path / "workspace.duckdb").stat().st_mtime_ns == before
+    with pytest.raises(Exception, match="read-only"):
+        with ro.store.connect() as con:
+            con.execute("DELETE FROM runs")

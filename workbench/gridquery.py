@@ -167,17 +167,25 @@ def grid_page(
             key = f"({key} - {value_of(baseline)})"
         order = f"{key} {'DESC' if s.descending else 'ASC'} NULLS LAST, k.position"
 
+    # Page of case ids first (no case data through the sort and the window), then only that page's data.
     query = f"""
-        SELECT k.case_id, k.position, k.data, count(*) OVER () AS total
-        FROM dataset_cases k JOIN runs r ON k.dataset_hash = r.dataset_hash
-        WHERE r.run_id = $1 AND $2 >= 0 {"".join(" AND " + w for w in where)}
+        SELECT k.case_id, k.position, count(*) OVER () AS total
+        FROM dataset_cases k
+        WHERE k.dataset_hash = {p(info["dataset_hash"])} AND $1 IS NOT NULL AND $2 >= 0
+        {"".join(" AND " + w for w in where)}
         ORDER BY {order}
         LIMIT {p(page_size)} OFFSET {p(page * page_size)}
     """
     with store.connect() as con:
         cases = con.execute(query, params).fetchall()
-        total = int(cases[0][3]) if cases else _count(con, query, params, page)
+        total = int(cases[0][2]) if cases else _count(con, query, params, page)
         ids = [c[0] for c in cases]
+        data = dict(
+            con.execute(
+                "SELECT case_id, data FROM dataset_cases WHERE dataset_hash=$1 AND list_contains($2, case_id)",
+                [info["dataset_hash"], ids],
+            ).fetchall()
+        )
         cells = con.execute(
             "SELECT case_id, variant, output, error, latency_ms, cost, cached FROM cells "
             "WHERE run_id=$1 AND repeat=$2 AND list_contains($3, case_id)",
@@ -207,7 +215,7 @@ def grid_page(
             if error:
                 cell.setdefault("score_errors", {})[metric] = error
     rows = []
-    for case_id, position, data, _ in cases:
+    for case_id, position, _ in cases:
         row_cells = {v: by_cell.get((case_id, v)) for v in shown}
         if baseline:
             base = (by_cell.get((case_id, baseline)) or {}).get("scores", {})
@@ -218,7 +226,7 @@ def grid_page(
                         for m in metrics
                         if cell["scores"].get(m) is not None and base.get(m) is not None
                     }
-        rows.append({"case_id": case_id, "position": position, "inputs": json.loads(data), "cells": row_cells})
+        rows.append({"case_id": case_id, "position": position, "inputs": json.loads(data[case_id]), "cells": row_cells})
     return {
         "run_id": run_id,
         "total": total,
@@ -244,4 +252,4 @@ def _count(con: Any, query: str, params: list[Any], page: int) -> int:
         return 0
     limited = params[:-2] + [1, 0]
     row = _first_row(con.execute(query, limited))
-    return int(row[3]) if row else 0
+    return int(row[2]) if row else 0

@@ -7,6 +7,7 @@ Routes (all GET, all ``@tornado.web.authenticated``, under ``<base_url>/llmops/a
     datasets?ws=  datasets/rows?ws=&name=&version=
     prompts?ws=   prompts/diff?ws=&name=&a=&b=
     retrievers?ws=                           corpora and the retrievers runs used
+    overview?ws=                             datasets, prompts, retrievers and a page of runs in one request
     runs?ws=      runs/<id>/leaderboard?ws=  runs/<id>/grid?ws=&page=&page_size=&sort=&filters=&baseline=
 
 ``ws`` is a workspace folder relative to the server root; a path that resolves outside it is refused (403).
@@ -109,7 +110,7 @@ def discover(root: Path, env: str | None = None) -> list[dict[str, Any]]:
         out.append(
             {
                 "id": rel,
-                "name": rel if p.name != ".llmops" else (p.parent.name or "/") + "/.llmops",
+                "name": rel,  # relative to the server root: what the user sees in the file browser
                 "source": source,
                 "stamp": stamp(p),
             }
@@ -318,30 +319,49 @@ class PromptDiffHandler(_Base):
 class RetrieversHandler(_Base):
     @tornado.web.authenticated
     async def get(self) -> None:
-        def both() -> dict[str, Any]:
-            ws = self.workspace()
-            used = ws.sql(
-                "SELECT retriever_name AS name, retriever_hash AS hash, count(DISTINCT run_id) AS runs, "
-                "min(run_id) AS example_run FROM run_variants WHERE retriever_name IS NOT NULL GROUP BY ALL "
-                "ORDER BY name"
-            )
-            return {"corpora": records(ws.corpora()), "retrievers": records(used)}
+        await self.answer(lambda: retrievers(self.workspace()))
 
-        await self.answer(both)
+
+def runs_page(ws: Any, offset: int, limit: int) -> dict[str, Any]:
+    items, total = ws.store.runs_page(limit, offset)
+    for r in items:
+        r["progress"] = (r["done"] / r["n_cells"]) if r.get("n_cells") else None
+    return {"items": items, "total": total, "offset": offset, "limit": limit}
+
+
+def retrievers(ws: Any) -> dict[str, Any]:
+    used = ws.sql(
+        "SELECT retriever_name AS name, retriever_hash AS hash, count(DISTINCT run_id) AS runs, "
+        "min(run_id) AS example_run FROM run_variants WHERE retriever_name IS NOT NULL GROUP BY ALL "
+        "ORDER BY name"
+    )
+    return {"corpora": records(ws.corpora()), "retrievers": records(used)}
 
 
 class RunsHandler(_Base):
     @tornado.web.authenticated
     async def get(self) -> None:
         offset, limit = self.page_args()
+        await self.answer(lambda: runs_page(self.workspace(), offset, limit))
 
-        def runs() -> dict[str, Any]:
-            items = records(self.workspace().runs())
-            for r in items:
-                r["progress"] = (r["done"] / r["n_cells"]) if r.get("n_cells") else None
-            return paged(items, offset, limit)
 
-        await self.answer(runs)
+class OverviewHandler(_Base):
+    """What the sidebar shows, in one request and one database open: datasets, prompts, retrievers, runs."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        offset, limit = self.page_args()
+
+        def overview() -> dict[str, Any]:
+            ws = self.workspace()
+            return {
+                "datasets": paged(records(ws.datasets()), 0, MAX_LIMIT),
+                "prompts": paged(records(ws.prompts()), 0, MAX_LIMIT),
+                "retrievers": retrievers(ws),
+                "runs": runs_page(ws, offset, limit),
+            }
+
+        await self.answer(overview)
 
 
 class LeaderboardHandler(_Base):
@@ -386,6 +406,7 @@ ROUTES: list[tuple[str, type[_Base]]] = [
     ("prompts/diff", PromptDiffHandler),
     ("retrievers", RetrieversHandler),
     ("runs", RunsHandler),
+    ("overview", OverviewHandler),
     (r"runs/([^/]+)/leaderboard", LeaderboardHandler),
     (r"runs/([^/]+)/grid", GridHandler),
 ]

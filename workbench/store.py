@@ -607,6 +607,25 @@ class Store:
                 """
             ).df()
 
+    def runs_page(self, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """One page of ``list_runs`` (newest first) and the number of runs: only the page's cells are counted."""
+        with self.connect() as con:
+            cur = con.execute(
+                """
+                WITH page AS (SELECT * FROM runs ORDER BY created_at DESC, run_id LIMIT $1 OFFSET $2)
+                SELECT p.run_id, p.name, p.status, p.dataset_name, p.n_cells,
+                       count(c.case_id) AS done, count(c.error) AS failed,
+                       coalesce(sum(c.cost), 0) AS cost, p.created_at, p.finished_at
+                FROM page p LEFT JOIN cells c ON c.run_id = p.run_id
+                GROUP BY ALL ORDER BY p.created_at DESC, p.run_id
+                """,
+                [limit, offset],
+            )
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+            (total,) = _first(con.execute("SELECT count(*) FROM runs"))
+        return rows, int(total)
+
     def run_variants(self, run_id: str) -> list[dict[str, Any]]:
         with self.connect() as con:
             cur = con.execute("SELECT * FROM run_variants WHERE run_id=$1 ORDER BY position", [run_id])

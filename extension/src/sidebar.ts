@@ -140,15 +140,13 @@ export class LLMOpsSidebar extends Widget {
 
   private async _load(ws: string): Promise<void> {
     const s = this._settings;
-    const [datasets, prompts, retr, runs] = await Promise.all([
-      requestAPI<IPage<IDataset>>('datasets?' + q(ws), s),
-      requestAPI<IPage<IPrompt>>('prompts?' + q(ws), s),
-      requestAPI<{ corpora: any[]; retrievers: any[] }>(
-        'retrievers?' + q(ws),
-        s
-      ),
-      requestAPI<IPage<IRun>>('runs?' + q(ws, { limit: 200 }), s)
-    ]);
+    // one request, one read-only database open on the server
+    const { datasets, prompts, retrievers: retr, runs } = await requestAPI<{
+      datasets: IPage<IDataset>;
+      prompts: IPage<IPrompt>;
+      retrievers: { corpora: any[]; retrievers: any[] };
+      runs: IPage<IRun>;
+    }>('overview?' + q(ws, { limit: 200 }), s);
     this._runs = runs.items;
     const boards = await Promise.all(
       [...this._openBoards].map(id =>
