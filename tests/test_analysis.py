@@ -19,10 +19,8 @@ from workbench.metrics import registry
 
 def _dataset(n: int) -> list[dict[str, str]]:
     # gold appears in the question for the first third only
-    return [
-        {"qid": f"q{i:02d}", "query": f"case {i}" + (f" gold{i}" if i < n // 3 else ""), "gold": f"gold{i}"}
-        for i in range(n)
-    ]
+    return [{"qid": f"q{i:02d}", "query": f"case {i}" + (f" gold{i}" if i < n // 3 else ""), "gold": f"gold{i}"}
+            for i in range(n)]
 
 
 def _run(tmp_path, server, prompts, n=30, models=None):
@@ -77,9 +75,8 @@ def test_confidence_intervals_match_scipy_bootstrap(tmp_path, fake_llm):
     _, run = _run(tmp_path, fake_llm, [PLAIN])
     table = run.confidence_intervals("contains").set_index("variant")
     values = run.results()["contains"].to_numpy()
-    ref = sps.bootstrap(
-        (values,), np.mean, n_resamples=2000, random_state=np.random.default_rng(0), method="BCa", confidence_level=0.95
-    )
+    ref = sps.bootstrap((values,), np.mean, n_resamples=2000, random_state=np.random.default_rng(0),
+                        method="BCa", confidence_level=0.95)
     assert table.loc["plain", "ci_low"] == pytest.approx(ref.confidence_interval.low)
     assert table.loc["plain", "ci_high"] == pytest.approx(ref.confidence_interval.high)
 
@@ -113,19 +110,16 @@ def test_feedback_is_queryable_and_agreement_matches_scipy(tmp_path, fake_llm):
 def test_entry_point_plugins(tmp_path, monkeypatch):
     pkg = tmp_path / "site"
     pkg.mkdir()
-    (pkg / "wb_shout_plugin.py").write_text(
-        textwrap.dedent('''
+    (pkg / "wb_shout_plugin.py").write_text(textwrap.dedent('''
         def shout(output: str) -> float:
             """1 when the output is all upper case."""
             return float(output.isupper())
-    ''')
-    )
+    '''))
     dist = pkg / "wb_shout_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wb-shout-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(
-        "[workbench.metrics]\nshout = wb_shout_plugin:shout\nbroken = wb_missing_module:nothing\n"
-    )
+        "[workbench.metrics]\nshout = wb_shout_plugin:shout\nbroken = wb_missing_module:nothing\n")
     monkeypatch.syspath_prepend(str(pkg))
     with pytest.warns(UserWarning, match="metric plugin 'broken'"):
         loaded = registry.load_plugins()

@@ -237,11 +237,8 @@ def test_inputs_restrict_the_hashed_columns(ws: wb.Workspace) -> None:
 
 
 def test_identical_inputs_without_id_is_a_duplicate_id_error(ws: wb.Workspace) -> None:
-    rows = [
-        {"question": "same?", "answer": "x"},
-        {"question": "other", "answer": "y"},
-        {"question": "same?", "answer": "z"},
-    ]
+    rows = [{"question": "same?", "answer": "x"}, {"question": "other", "answer": "y"},
+            {"question": "same?", "answer": "z"}]
     with pytest.raises(DatasetError, match="duplicate case id") as err:
         ws.add_dataset("dups", rows, inputs=["question"])
     assert "rows [0, 2]" in str(err.value)
@@ -275,12 +272,8 @@ def test_dedupe_exact_and_normalized_counts_on_real_data(ws: wb.Workspace) -> No
         ws.add_dataset("pq", rows)
 
     exact = ws.add_dataset("pq", rows, dedupe="exact")
-    assert exact.report == {
-        "rows_in": len(rows),
-        "dropped_exact": exact_dups,
-        "dropped_normalized": 0,
-        "rows": len(rows) - exact_dups,
-    }
+    assert exact.report == {"rows_in": len(rows), "dropped_exact": exact_dups, "dropped_normalized": 0,
+                            "rows": len(rows) - exact_dups}
     assert exact.n_cases == len(rows) - exact_dups
     assert [r for _, r in exact.cases()] == frame.drop_duplicates().to_dict("records")
 
@@ -377,31 +370,23 @@ def _error_cases(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
     not_parquet.write_text("definitely not parquet")
     rows = [{"question": "Q1", "answer": "A1"}, {"question": "Q2", "answer": 2}, {"question": None, "answer": "A3"}]
     return {
-        "missing column": (
-            {"data": rows, "required": ["expected", "answer"]},
-            r"no column\(s\) \['expected'\]; its columns are \['question', 'answer'\]",
-        ),
+        "missing column": ({"data": rows, "required": ["expected", "answer"]},
+                           r"no column\(s\) \['expected'\]; its columns are \['question', 'answer'\]"),
         "missing id column": ({"data": rows, "id": "qid"}, r"no column\(s\) \['qid'\].*question"),
         "missing input column": ({"data": rows, "inputs": ["query"]}, r"\['query'\].*\['question', 'answer'\]"),
         "empty list": ({"data": []}, "empty"),
         "empty frame": ({"data": pd.DataFrame({"question": []})}, "empty"),
         "blank jsonl": ({"data": empty_jsonl}, f"{re.escape(str(empty_jsonl))} is empty"),
         "header-only csv": ({"data": header_only}, "empty"),
-        "duplicate ids": (
-            {"data": [{"id": "a", "q": 1}, {"id": "b", "q": 2}, {"id": "a", "q": 3}, {"id": "b", "q": 4}], "id": "id"},
-            r"2 duplicate case id\(s\): 'a' at rows \[0, 2\]; 'b' at rows \[1, 3\]",
-        ),
+        "duplicate ids": ({"data": [{"id": "a", "q": 1}, {"id": "b", "q": 2}, {"id": "a", "q": 3}, {"id": "b", "q": 4}],
+                           "id": "id"}, r"2 duplicate case id\(s\): 'a' at rows \[0, 2\]; 'b' at rows \[1, 3\]"),
         "empty id": ({"data": [{"id": "a", "q": 1}, {"id": " ", "q": 2}], "id": "id"}, "row 1 has an empty id"),
-        "non-text": (
-            {"data": rows, "text_columns": ["question", "answer"]},
-            r"column 'question' must be text but rows \[2\] hold \['NoneType'\]; "
-            r"column 'answer' must be text but rows \[1\] hold \['int'\]",
-        ),
+        "non-text": ({"data": rows, "text_columns": ["question", "answer"]},
+                     r"column 'question' must be text but rows \[2\] hold \['NoneType'\]; "
+                     r"column 'answer' must be text but rows \[1\] hold \['int'\]"),
         "latin-1": ({"data": _latin1_csv(tmp_path)}, "not valid UTF-8"),
-        "unknown format": (
-            {"data": unknown},
-            r"unknown dataset format 'xlsx'; use \.csv, \.jsonl, \.json or \.parquet",
-        ),
+        "unknown format": ({"data": unknown},
+                           r"unknown dataset format 'xlsx'; use \.csv, \.jsonl, \.json or \.parquet"),
         "no such file": ({"data": tmp_path / "nope.csv"}, "does not exist"),
         "json scalars": ({"data": scalars}, "must be a list of objects"),
         "broken json": ({"data": broken_json}, "cannot read .* as json"),
@@ -413,25 +398,9 @@ def _error_cases(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
 
 
 ERROR_CASES = [
-    "missing column",
-    "missing id column",
-    "missing input column",
-    "empty list",
-    "empty frame",
-    "blank jsonl",
-    "header-only csv",
-    "duplicate ids",
-    "empty id",
-    "non-text",
-    "latin-1",
-    "unknown format",
-    "no such file",
-    "json scalars",
-    "broken json",
-    "not parquet",
-    "list of strings",
-    "dict",
-    "bad name",
+    "missing column", "missing id column", "missing input column", "empty list", "empty frame", "blank jsonl",
+    "header-only csv", "duplicate ids", "empty id", "non-text", "latin-1", "unknown format", "no such file",
+    "json scalars", "broken json", "not parquet", "list of strings", "dict", "bad name",
 ]
 
 
@@ -481,17 +450,15 @@ def _expected_profile(frame: pd.DataFrame, id_column: str | None) -> tuple[pd.Da
         text = s.dropna()
         text = text[text.map(lambda v: isinstance(v, str))]
         lengths = text.str.len()
-        out.append(
-            {
-                "column": col,
-                "nulls": int(s.isna().sum()),
-                "empty": int((text.str.strip() == "").sum()),
-                "distinct": int(s.nunique(dropna=False)),
-                "len_min": int(lengths.min()) if len(lengths) else None,
-                "len_mean": float(lengths.mean()) if len(lengths) else None,
-                "len_max": int(lengths.max()) if len(lengths) else None,
-            }
-        )
+        out.append({
+            "column": col,
+            "nulls": int(s.isna().sum()),
+            "empty": int((text.str.strip() == "").sum()),
+            "distinct": int(s.nunique(dropna=False)),
+            "len_min": int(lengths.min()) if len(lengths) else None,
+            "len_mean": float(lengths.mean()) if len(lengths) else None,
+            "len_max": int(lengths.max()) if len(lengths) else None,
+        })
     content = frame.drop(columns=[id_column]) if id_column else frame
     dups = {
         "rows": len(frame),

@@ -49,15 +49,8 @@ def _judge_spec(server: Any, **kw: Any) -> dict[str, Any]:
     return {"model": "openai/judge-model", "api_base": server.base_url, "retry_base": 0.01, **kw}
 
 
-def _experiment(
-    ws: Any,
-    server: Any,
-    metrics: list[Any],
-    n: int = 4,
-    prompts: list[Any] | None = None,
-    model: dict[str, Any] | None = None,
-    **kw: Any,
-) -> Any:
+def _experiment(ws: Any, server: Any, metrics: list[Any], n: int = 4, prompts: list[Any] | None = None,
+                model: dict[str, Any] | None = None, **kw: Any) -> Any:
     ds = ws.add_dataset("qa", _cases(n), id="qid")
     prompts = prompts or [wb.Prompt("p", "Question: {{ question }}")]
     model = model or {"name": "fake", "model": "openai/test-model", "api_base": server.base_url, "retry_base": 0.01}
@@ -83,16 +76,12 @@ def _judge_requests(server: Any) -> int:
 
 
 def test_faithfulness_score_judgements_and_cached_rerun(tmp_path, fake_llm):
-    fake_llm.configure(
-        replies=[
-            # case q1: every statement supported
-            {
-                "pattern": r"(?s)faithfulness of a series of statements.*Item 1 is a red apple",
-                "reply": json.dumps([{**v, "verdict": 1} for v in VERDICTS]),
-            },
-            *FAITHFUL_REPLIES,
-        ]
-    )
+    fake_llm.configure(replies=[
+        # case q1: every statement supported
+        {"pattern": r"(?s)faithfulness of a series of statements.*Item 1 is a red apple",
+         "reply": json.dumps([{**v, "verdict": 1} for v in VERDICTS])},
+        *FAITHFUL_REPLIES,
+    ])
     ws = wb.open(tmp_path / "ws")
     run = _experiment(ws, fake_llm, [_faithfulness(fake_llm)]).run(progress=False)
     assert _judge_requests(fake_llm) == 4 * 2
@@ -138,12 +127,10 @@ def test_faithfulness_score_judgements_and_cached_rerun(tmp_path, fake_llm):
 
 
 def test_malformed_judge_reply_is_an_error_for_that_cell_only(tmp_path, fake_llm):
-    fake_llm.configure(
-        replies=[
-            {"pattern": r"(?s)atomic statements.*What is item 2\?", "reply": "Sorry, I can't produce JSON today."},
-            *FAITHFUL_REPLIES,
-        ]
-    )
+    fake_llm.configure(replies=[
+        {"pattern": r"(?s)atomic statements.*What is item 2\?", "reply": "Sorry, I can't produce JSON today."},
+        *FAITHFUL_REPLIES,
+    ])
     ws = wb.open(tmp_path / "ws")
     run = _experiment(ws, fake_llm, [_faithfulness(fake_llm), {"name": "contains", "expected": "question"}]).run(
         progress=False
@@ -197,18 +184,11 @@ def test_extractive_baseline_is_refused_as_judge(tmp_path, fake_llm):
 def test_plan_counts_judge_calls_and_estimates_cost_without_requests(tmp_path, fake_llm):
     ws = wb.open(tmp_path / "ws")
     prompts = [wb.Prompt("a", "Question: {{ question }}"), wb.Prompt("b", "Q: {{ question }}")]
-    priced = _experiment(
-        ws,
-        fake_llm,
-        [
-            {"name": "faithfulness", "judge": "openai/gpt-4o-mini", "context": "context"},
-            {"name": "toxicity", "judge": "openai/gpt-4o-mini"},
-            {"name": "token_f1", "expected": "answer"},
-        ],
-        n=5,
-        prompts=prompts,
-        repeats=2,
-    )
+    priced = _experiment(ws, fake_llm, [
+        {"name": "faithfulness", "judge": "openai/gpt-4o-mini", "context": "context"},
+        {"name": "toxicity", "judge": "openai/gpt-4o-mini"},
+        {"name": "token_f1", "expected": "answer"},
+    ], n=5, prompts=prompts, repeats=2)
     plan = priced.plan()
     cells = 5 * 2 * 2
     assert len(plan) == cells
@@ -241,18 +221,12 @@ def test_judge_auth_error_stops_the_run(tmp_path, fake_llm, monkeypatch):
 
 
 def test_rubric_through_the_runner(tmp_path, fake_llm):
-    fake_llm.configure(
-        replies=[
-            {
-                "pattern": r"(?s)Evaluate the response against the criteria.*item 3\?",
-                "reply": "Reason: it only repeats the question.\nScore: 1",
-            },
-            {
-                "pattern": "Evaluate the response against the criteria",
-                "reply": '```json\n{"reason": "polite and on topic", "score": 4}\n```',
-            },
-        ]
-    )
+    fake_llm.configure(replies=[
+        {"pattern": r"(?s)Evaluate the response against the criteria.*item 3\?",
+         "reply": "Reason: it only repeats the question.\nScore: 1"},
+        {"pattern": "Evaluate the response against the criteria",
+         "reply": '```json\n{"reason": "polite and on topic", "score": 4}\n```'},
+    ])
     ws = wb.open(tmp_path / "ws")
     metric = {"name": "rubric", "judge": _judge_spec(fake_llm), "criteria": "Is the answer polite?"}
     run = _experiment(ws, fake_llm, [metric]).run(progress=False)
@@ -264,9 +238,8 @@ def test_rubric_through_the_runner(tmp_path, fake_llm):
     assert details[3]["reason"] == "it only repeats the question." and details[3]["score"] == "1"
     jd = run.judgements()
     sent = json.loads(jd["messages"].iloc[0])
-    assert sent == jm.rubric_messages(
-        "Is the answer polite?", res.loc["q0", "output"], "1-5", [], "Question: What is item 0?"
-    )
+    assert sent == jm.rubric_messages("Is the answer polite?", res.loc["q0", "output"], "1-5", [],
+                                      "Question: What is item 0?")
     assert sent[1]["content"].index('"reason"') < sent[1]["content"].index('"score"')  # reason asked first
 
 
@@ -280,21 +253,11 @@ def test_rubric_scales_and_bad_scores(fake_llm):
     assert _ask(jm.rubric, fake_llm, output="hi", messages=msgs, case={}, criteria="greets", scale="binary").value == 1
     fake_llm.configure(replies=[{"pattern": "criteria", "reply": "Reasoning: meh\nCategory: Partly"}])
     cats = ["No", "Partly", "Fully"]
-    s = _ask(
-        jm.rubric, fake_llm, output="hi", messages=msgs, case={}, criteria="c", scale="categorical", categories=cats
-    )
+    s = _ask(jm.rubric, fake_llm, output="hi", messages=msgs, case={}, criteria="c", scale="categorical",
+             categories=cats)
     assert s.value == 0.5 and s.detail["reason"] == "meh"
-    s = _ask(
-        jm.rubric,
-        fake_llm,
-        output="hi",
-        messages=msgs,
-        case={},
-        criteria="c",
-        scale="categorical",
-        categories=cats,
-        category_scores={"No": 0, "Partly": 0.2, "Fully": 1},
-    )
+    s = _ask(jm.rubric, fake_llm, output="hi", messages=msgs, case={}, criteria="c", scale="categorical",
+             categories=cats, category_scores={"No": 0, "Partly": 0.2, "Fully": 1})
     assert s.value == 0.2
     for reply in ('{"reason": "x", "score": 7}', '{"reason": "x", "score": 3.5}', "no score here"):
         fake_llm.configure(replies=[{"pattern": "criteria", "reply": reply}])
@@ -310,13 +273,11 @@ def test_rubric_scales_and_bad_scores(fake_llm):
 
 def test_g_eval_generates_steps_once_per_run(tmp_path, fake_llm):
     steps = "1. Read the input.\n2. Read the response.\n3. Rate coherence from 1 to 5."
-    fake_llm.configure(
-        replies=[
-            {"pattern": "Write the evaluation steps", "reply": steps},
-            {"pattern": r"(?s)item 2\?.*Evaluation Form", "reply": "2"},
-            {"pattern": "Evaluation Form", "reply": "Coherence (1-5): 5"},
-        ]
-    )
+    fake_llm.configure(replies=[
+        {"pattern": "Write the evaluation steps", "reply": steps},
+        {"pattern": r"(?s)item 2\?.*Evaluation Form", "reply": "2"},
+        {"pattern": "Evaluation Form", "reply": "Coherence (1-5): 5"},
+    ])
     ws = wb.open(tmp_path / "ws")
     metric = {"name": "g_eval", "judge": _judge_spec(fake_llm), "criteria": "Coherence of the answer"}
     run = _experiment(ws, fake_llm, [metric], concurrency=4).run(progress=False)
@@ -334,16 +295,8 @@ def test_g_eval_generates_steps_once_per_run(tmp_path, fake_llm):
 
 def test_g_eval_with_given_steps_makes_one_call(fake_llm):
     fake_llm.configure(replies=[{"pattern": "Evaluation Form", "reply": '{"reason": "fine", "score": 3}'}])
-    s = _ask(
-        jm.g_eval,
-        fake_llm,
-        output="ok",
-        messages=[],
-        case={},
-        criteria="Fluency",
-        steps=["Read it.", "Rate it."],
-        aspect="Fluency",
-    )
+    s = _ask(jm.g_eval, fake_llm, output="ok", messages=[], case={}, criteria="Fluency",
+             steps=["Read it.", "Rate it."], aspect="Fluency")
     assert s.value == 0.5 and s.detail["steps"] == "1. Read it.\n2. Rate it." and not s.detail["steps_generated"]
     assert _judge_requests(fake_llm) == 1
 
@@ -363,11 +316,8 @@ def test_faithfulness_prefers_retrieved_chunks_over_the_context_column(fake_llm)
     fake_llm.configure(replies=FAITHFUL_REPLIES)
     sink: list[dict[str, Any]] = []
     judge = _judge(fake_llm, sink)
-    s = asyncio.run(
-        jm.faithfulness(
-            judge=judge, output="Aspirin inhibits COX.", messages=[], retrieved=RETRIEVED, context="COLUMN CONTEXT"
-        )
-    )
+    s = asyncio.run(jm.faithfulness(judge=judge, output="Aspirin inhibits COX.", messages=[], retrieved=RETRIEVED,
+                                    context="COLUMN CONTEXT"))
     assert s.value == pytest.approx(2 / 3)
     verdict_prompt = judge.calls[1].messages[1]["content"]
     assert "[1] Aspirin inhibits COX enzymes." in verdict_prompt and "[3] Aspirin reduces fever." in verdict_prompt
@@ -387,39 +337,25 @@ def test_verdict_count_mismatch_is_a_parse_error(fake_llm):
 
 
 def test_context_precision_is_average_precision_of_the_verdicts(fake_llm):
-    verdicts = [
-        {"chunk": 1, "reason": "on aspirin", "verdict": 1},
-        {"chunk": 2, "reason": "Paris", "verdict": 0},
-        {"chunk": 3, "reason": "on aspirin", "verdict": "yes"},
-    ]
-    fake_llm.configure(
-        replies=[{"pattern": "useful in arriving at the expected answer", "reply": json.dumps({"verdicts": verdicts})}]
-    )
+    verdicts = [{"chunk": 1, "reason": "on aspirin", "verdict": 1}, {"chunk": 2, "reason": "Paris", "verdict": 0},
+                {"chunk": 3, "reason": "on aspirin", "verdict": "yes"}]
+    fake_llm.configure(replies=[{"pattern": "useful in arriving at the expected answer",
+                                 "reply": json.dumps({"verdicts": verdicts})}])
     judge = _judge(fake_llm)
-    s = asyncio.run(
-        jm.context_precision(
-            judge=judge,
-            retrieved=RETRIEVED,
-            question="What does aspirin do?",
-            expected="It inhibits COX and reduces fever.",
-        )
-    )
+    s = asyncio.run(jm.context_precision(judge=judge, retrieved=RETRIEVED, question="What does aspirin do?",
+                                         expected="It inhibits COX and reduces fever."))
     assert s.value == pytest.approx((1 / 1 + 2 / 3) / 2)
     assert [c["doc_id"] for c in s.detail["chunks"]] == ["d1", "d2", "d3"]
     assert [c["verdict"] for c in s.detail["chunks"]] == [1, 0, 1]
     assert judge.calls[0].messages == jm.chunk_usefulness_messages(
-        "What does aspirin do?", "It inhibits COX and reduces fever.", [c["text"] for c in RETRIEVED]
-    )
+        "What does aspirin do?", "It inhibits COX and reduces fever.", [c["text"] for c in RETRIEVED])
     assert jm.average_precision([0, 0]) == 0.0 and jm.average_precision([0, 1]) == 0.5
     assert _ask(jm.context_precision, fake_llm, retrieved=None, question="q", expected="e").value is None
 
 
 def test_context_recall_counts_attributable_sentences(fake_llm):
-    reply = [
-        {"sentence": 1, "reason": "r", "attributed": 1},
-        {"sentence": 2, "reason": "r", "attributed": 1},
-        {"sentence": 3, "reason": "not in context", "attributed": 0},
-    ]
+    reply = [{"sentence": 1, "reason": "r", "attributed": 1}, {"sentence": 2, "reason": "r", "attributed": 1},
+             {"sentence": 3, "reason": "not in context", "attributed": 0}]
     fake_llm.configure(replies=[{"pattern": "can be attributed to the context", "reply": json.dumps(reply)}])
     judge = _judge(fake_llm)
     expected = "Aspirin inhibits COX. It reduces fever. It was first sold in 1899."
@@ -432,13 +368,8 @@ def test_context_recall_counts_attributable_sentences(fake_llm):
 def test_groundedness_is_mean_sentence_score_over_ten(fake_llm):
     reply = [{"sentence": 1, "reason": "stated", "score": 10}, {"sentence": 2, "reason": "half", "score": "5"}]
     fake_llm.configure(replies=[{"pattern": "information overlap", "reply": json.dumps(reply)}])
-    s = _ask(
-        jm.groundedness,
-        fake_llm,
-        output="Aspirin inhibits COX. It cures everything.",
-        retrieved=None,
-        context="Aspirin inhibits COX enzymes.",
-    )
+    s = _ask(jm.groundedness, fake_llm, output="Aspirin inhibits COX. It cures everything.", retrieved=None,
+             context="Aspirin inhibits COX enzymes.")
     assert s.value == pytest.approx(0.75)
     assert [r["score"] for r in s.detail["sentences"]] == [10.0, 5.0]
     fake_llm.configure(replies=[{"pattern": "information overlap", "reply": '[{"score": 11}, {"score": 2}]'}])
@@ -450,33 +381,16 @@ def test_answer_relevancy_uses_embedding_similarity_and_noncommittal(fake_llm):
     from workbench.embeddings import get_embedder
 
     generated = ["What does aspirin inhibit?", "Which enzymes does aspirin block?"]
-    fake_llm.configure(
-        replies=[
-            {
-                "pattern": "Generate 2 different questions",
-                "reply": json.dumps({"questions": generated, "noncommittal": 0}),
-            }
-        ]
-    )
-    s = _ask(
-        jm.answer_relevancy,
-        fake_llm,
-        output="Aspirin inhibits COX enzymes.",
-        question="What does aspirin inhibit?",
-        n=2,
-    )
+    fake_llm.configure(replies=[{"pattern": "Generate 2 different questions",
+                                 "reply": json.dumps({"questions": generated, "noncommittal": 0})}])
+    s = _ask(jm.answer_relevancy, fake_llm, output="Aspirin inhibits COX enzymes.",
+             question="What does aspirin inhibit?", n=2)
     vecs = get_embedder("local").embed(["What does aspirin inhibit?", *generated])
     expected = float((vecs[0] @ vecs[1] + vecs[0] @ vecs[2]) / 2)
     assert s.value == pytest.approx(expected, abs=1e-6)
     assert s.detail["generated_questions"][0]["cosine"] == pytest.approx(1.0, abs=1e-5)
-    fake_llm.configure(
-        replies=[
-            {
-                "pattern": "Generate 3 different questions",
-                "reply": json.dumps({"questions": generated, "noncommittal": 1}),
-            }
-        ]
-    )
+    fake_llm.configure(replies=[{"pattern": "Generate 3 different questions",
+                                 "reply": json.dumps({"questions": generated, "noncommittal": 1})}])
     s = _ask(jm.answer_relevancy, fake_llm, output="I am not sure.", question="What does aspirin inhibit?")
     assert s.value == 0.0 and s.detail["noncommittal"] == 1
 
@@ -493,16 +407,8 @@ def test_toxicity_is_lower_is_better(fake_llm):
 
 
 def test_every_judge_metric_is_registered_with_its_calls():
-    expected = {
-        "rubric": 1,
-        "g_eval": 1,
-        "faithfulness": 2,
-        "answer_relevancy": 1,
-        "context_precision": 1,
-        "context_recall": 1,
-        "groundedness": 1,
-        "toxicity": 1,
-    }
+    expected = {"rubric": 1, "g_eval": 1, "faithfulness": 2, "answer_relevancy": 1, "context_precision": 1,
+                "context_recall": 1, "groundedness": 1, "toxicity": 1}
     for name, calls in expected.items():
         d = get(name)
         assert d.needs_judge and d.is_async and d.judge_calls == calls, name
@@ -511,13 +417,10 @@ def test_every_judge_metric_is_registered_with_its_calls():
 
 
 def test_parsing_helpers():
-    assert jm.parse_json("Sure! Here it is:\n```json\n[1, 0]\n```\nHope it helps") == [1, 0]
+    assert jm.parse_json('Sure! Here it is:\n```json\n[1, 0]\n```\nHope it helps') == [1, 0]
     assert jm.parse_json('verdicts: [{"verdict": 1}] done') == [{"verdict": 1}]
     assert jm.split_sentences("Dr. Smith came, e.g. on Monday. He left!\n- Then rain.") == [
-        "Dr. Smith came, e.g. on Monday.",
-        "He left!",
-        "Then rain.",
-    ]
+        "Dr. Smith came, e.g. on Monday.", "He left!", "Then rain."]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -531,21 +434,17 @@ def test_pairwise_position_swap(fake_llm):
     assert r["winner"] == "inconsistent" and r["consistent"] is False
     assert r["swapped_order"]["position_winner"] == "A" and r["swapped_order"]["winner"] == "B"
     # a judge that prefers the answer "beta" wherever it is: B wins
-    fake_llm.configure(
-        replies=[
-            {"pattern": r"\[Response A\]\nbeta", "reply": '{"reason": "beta is right", "winner": "A"}'},
-            {"pattern": "which response is better", "reply": "Reason: beta is right\nWinner: B"},
-        ]
-    )
+    fake_llm.configure(replies=[
+        {"pattern": r"\[Response A\]\nbeta", "reply": '{"reason": "beta is right", "winner": "A"}'},
+        {"pattern": "which response is better", "reply": "Reason: beta is right\nWinner: B"},
+    ])
     r = _ask(jm.pairwise, fake_llm, question="q", answer_a="alpha", answer_b="beta")
     assert r["winner"] == "B" and r["consistent"] is True
     # one win and one tie is not a win
-    fake_llm.configure(
-        replies=[
-            {"pattern": r"\[Response A\]\nbeta", "reply": '{"reason": "same", "winner": "tie"}'},
-            {"pattern": "which response is better", "reply": '{"reason": "alpha", "winner": "A"}'},
-        ]
-    )
+    fake_llm.configure(replies=[
+        {"pattern": r"\[Response A\]\nbeta", "reply": '{"reason": "same", "winner": "tie"}'},
+        {"pattern": "which response is better", "reply": '{"reason": "alpha", "winner": "A"}'},
+    ])
     assert _ask(jm.pairwise, fake_llm, question="q", answer_a="alpha", answer_b="beta")["winner"] == "tie"
 
 
@@ -553,12 +452,10 @@ def test_pairwise_run_over_a_stored_run(tmp_path, fake_llm):
     ws = wb.open(tmp_path / "ws")
     prompts = [wb.Prompt("good", "GOOD {{ question }}"), wb.Prompt("bad", "BAD {{ question }}")]
     run = _experiment(ws, fake_llm, [], prompts=prompts).run(progress=False)
-    fake_llm.configure(
-        replies=[
-            {"pattern": r"\[Response A\]\necho: GOOD", "reply": '{"reason": "the good one", "winner": "A"}'},
-            {"pattern": "which response is better", "reply": '{"reason": "the good one", "winner": "B"}'},
-        ]
-    )
+    fake_llm.configure(replies=[
+        {"pattern": r"\[Response A\]\necho: GOOD", "reply": '{"reason": "the good one", "winner": "A"}'},
+        {"pattern": "which response is better", "reply": '{"reason": "the good one", "winner": "B"}'},
+    ])
     df = pairwise_run(run, "good", "bad", judge=_judge_spec(fake_llm), concurrency=3)
     assert df["winner"].tolist() == ["A"] * 4 and df["consistent"].all()
     assert df["question"].tolist() == [f"What is item {i}?" for i in range(4)]
@@ -573,9 +470,8 @@ def test_pairwise_run_over_a_stored_run(tmp_path, fake_llm):
 
     # reversed roles, judge biased to position A: every case is a position-bias flip, never a win
     fake_llm.configure(replies=[{"pattern": "which response is better", "reply": '{"reason": "x", "winner": "A"}'}])
-    df = pairwise_run(
-        run, "bad", "good", judge=_judge_spec(fake_llm, params={"temperature": 0, "seed": 1}), question=None
-    )
+    df = pairwise_run(run, "bad", "good", judge=_judge_spec(fake_llm, params={"temperature": 0, "seed": 1}),
+                      question=None)
     assert df["winner"].tolist() == ["inconsistent"] * 4
     assert pairwise_summary(df)["inconsistent"] == 4 and pairwise_summary(df)["wins_a"] == 0
     assert df["question"].iloc[0] == "BAD What is item 0?"  # question=None: the rendered prompt
@@ -583,9 +479,8 @@ def test_pairwise_run_over_a_stored_run(tmp_path, fake_llm):
     # a second run with the same outputs: every judge call is cached, and still recorded for that run
     run2 = _experiment(ws, fake_llm, [], prompts=prompts).run(progress=False)
     before = _judge_requests(fake_llm)
-    df2 = pairwise_run(
-        run2, "bad", "good", judge=_judge_spec(fake_llm, params={"temperature": 0, "seed": 1}), question=None
-    )
+    df2 = pairwise_run(run2, "bad", "good", judge=_judge_spec(fake_llm, params={"temperature": 0, "seed": 1}),
+                       question=None)
     assert _judge_requests(fake_llm) == before
     assert df2["winner"].tolist() == ["inconsistent"] * 4
     jd2 = run2.judgements()

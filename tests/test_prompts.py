@@ -55,9 +55,8 @@ def test_render_without_system_has_only_the_user_turn() -> None:
 
 
 def test_template_vars_expose_columns_case_and_extras() -> None:
-    p = Prompt(
-        "v", "{{ question }} | {{ case.question }} | {{ context }} | {% for c in chunks %}[{{ c.id }}]{% endfor %}"
-    )
+    p = Prompt("v", "{{ question }} | {{ case.question }} | {{ context }} | "
+                    "{% for c in chunks %}[{{ c.id }}]{% endfor %}")
     row = {"question": "Why?"}
     chunks = [{"id": "d1"}, {"id": "d2"}]
     out = p.render(template_vars(row, {"context": "CTX", "chunks": chunks}))
@@ -116,14 +115,9 @@ def test_sandbox_still_allows_ordinary_filters_and_methods() -> None:
     [
         ({"user": "line one\n{{ question }\nline three"}, "user", 2),
         ({"user": "fine", "system": "a\nb\n{% if %}"}, "system", 3),
-        (
-            {
-                "user": "fine",
-                "few_shot": ({"role": "user", "content": "ok"}, {"role": "assistant", "content": "{% for %}"}),
-            },
-            "few_shot[1]",
-            1,
-        ),
+        ({"user": "fine",
+          "few_shot": ({"role": "user", "content": "ok"}, {"role": "assistant", "content": "{% for %}"})},
+         "few_shot[1]", 1),
         ({"user": "{% if question %}unclosed"}, "user", 1),
     ],
 )
@@ -143,10 +137,8 @@ def test_syntax_errors_name_prompt_part_and_line(kwargs: dict, part: str, line: 
         ({"name": "", "user": "x"}, "non-empty name"),
         ({"name": "p", "user": "   "}, "user template is empty"),
         ({"name": "p", "user": "x", "few_shot": ({"role": "bot", "content": "hi"},)}, r"few_shot\[0\]"),
-        (
-            {"name": "p", "user": "x", "few_shot": ({"role": "user", "content": "a"}, {"role": "user"})},
-            r"few_shot\[1\]",
-        ),
+        ({"name": "p", "user": "x", "few_shot": ({"role": "user", "content": "a"}, {"role": "user"})},
+         r"few_shot\[1\]"),
         ({"name": "p", "user": "x", "few_shot": ({"role": "user", "content": "a", "extra": 1},)}, r"few_shot\[0\]"),
     ],
 )
@@ -258,9 +250,8 @@ def _qa_dataset(ws: wb.Workspace) -> wb.Dataset:
 
 
 def _stored_runs(ws: wb.Workspace) -> tuple[int, int, int]:
-    r = ws.sql(
-        "SELECT (SELECT count(*) FROM runs) a, (SELECT count(*) FROM cells) b, (SELECT count(*) FROM responses) c"
-    )
+    r = ws.sql("SELECT (SELECT count(*) FROM runs) a, (SELECT count(*) FROM cells) b, "
+               "(SELECT count(*) FROM responses) c")
     return int(r["a"].iloc[0]), int(r["b"].iloc[0]), int(r["c"].iloc[0])
 
 

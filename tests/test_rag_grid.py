@@ -18,15 +18,11 @@ DATA = Path(__file__).resolve().parent / "data" / "pubmedqa_corpus_small.jsonl"
 @pytest.fixture
 def corpus_dir(tmp_path: Path) -> Path:
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
-    (tmp_path / "corpus.jsonl").write_text(
-        "".join(json.dumps({"doc_id": r["doc_id"], "text": r["text"], "year": r["year"]}) + "\n" for r in rows)
-    )
-    (tmp_path / "qa.jsonl").write_text(
-        "".join(
-            json.dumps({"qid": f"q{i}", "question": r["question"], "gold_doc": r["doc_id"]}) + "\n"
-            for i, r in enumerate(rows[:24])
-        )
-    )
+    (tmp_path / "corpus.jsonl").write_text("".join(
+        json.dumps({"doc_id": r["doc_id"], "text": r["text"], "year": r["year"]}) + "\n" for r in rows))
+    (tmp_path / "qa.jsonl").write_text("".join(
+        json.dumps({"qid": f"q{i}", "question": r["question"], "gold_doc": r["doc_id"]}) + "\n"
+        for i, r in enumerate(rows[:24])))
     return tmp_path
 
 
@@ -91,18 +87,9 @@ def test_second_run_builds_nothing(corpus_dir, fake_llm):
     again = ws.run(corpus_dir / "spec.yaml", progress=False)
     assert fake_llm.stats()["requests"] == before and again.last.model_calls == 0
     assert sorted(p.relative_to(ws.path) for p in (ws.path / "artifacts").rglob("*") if p.is_file()) == artifacts
-    board = ws.retrieval_eval(
-        "qa",
-        [
-            {
-                "name": "small",
-                "corpus": {"path": str(corpus_dir / "corpus.jsonl"), "id": "doc_id", "text": "text"},
-                "chunker": {"size": 64, "overlap": 8},
-                "top_k": 3,
-            }
-        ],
-        gold="gold_doc",
-    )
+    board = ws.retrieval_eval("qa", [{"name": "small", "corpus": {"path": str(corpus_dir / "corpus.jsonl"),
+                                                                  "id": "doc_id", "text": "text"},
+                                      "chunker": {"size": 64, "overlap": 8}, "top_k": 3}], gold="gold_doc")
     assert int(board["embedded_texts"].iloc[0]) == 0 and int(board["index_builds"].iloc[0]) == 0
 
 
@@ -116,9 +103,8 @@ def test_retrieval_errors_come_before_any_model_call(corpus_dir, fake_llm):
     (corpus_dir / "spec.yaml").write_text(overlap)
     with pytest.raises(RetrievalError, match="overlap"):
         ws.run(corpus_dir / "spec.yaml", progress=False)
-    unknown = SPEC.format(base=fake_llm.base_url).replace(
-        "variants:", "variants:\n  - {prompt: rag, model: m, retriever: nope}"
-    )
+    unknown = SPEC.format(base=fake_llm.base_url).replace("variants:", "variants:\n  - {prompt: rag, model: m, "
+                                                          "retriever: nope}")
     (corpus_dir / "spec.yaml").write_text(unknown)
     with pytest.raises(SpecError, match="'nope' is not defined"):
         ws.run(corpus_dir / "spec.yaml", progress=False)
@@ -137,22 +123,14 @@ retrievers:
 metrics:
   - {name: recall_at_k, gold: gold_doc}
 """)
-    out = subprocess.run(
-        [sys.executable, "-m", "workbench.cli", "retrieval-eval", str(spec), "-w", str(corpus_dir / "ws"), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "retrieval-eval", str(spec), "-w",
+                          str(corpus_dir / "ws"), "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = {r["config"]: r for r in json.loads(out.stdout)}
     assert set(rows) == {"dense", "hybrid"}
     for r in rows.values():
         assert r["n"] == 24 and 0 <= r["recall@k"] <= 1 and r["mrr"] <= r["hit@k"]
     spec.write_text(spec.read_text().replace("metrics:\n  - {name: recall_at_k, gold: gold_doc}\n", ""))
-    out = subprocess.run(
-        [sys.executable, "-m", "workbench.cli", "retrieval-eval", str(spec), "-w", str(corpus_dir / "ws")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "retrieval-eval", str(spec), "-w",
+                          str(corpus_dir / "ws")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "gold" in out.stderr

@@ -23,12 +23,13 @@ def _model(server, **kw):
     return {"name": "m", "model": "openai/test-model", "api_base": server.base_url, "retry_base": 0.01, **kw}
 
 
-def test_a_400_is_not_retried(tmp_path, fake_llm):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_a_400_is_not_retried(tmp_path, fake_llm, client):
     fake_llm.configure(script=[{"status": 400, "message": "maximum context length exceeded", "count": 1}])
     ws = wb.open(tmp_path / "ws")
-    run = ws.experiment(_ds(ws), [wb.Prompt("p", "{{ question }}")], [_model(fake_llm)], concurrency=1).run(
-        progress=False
-    )
+    run = ws.experiment(_ds(ws), [wb.Prompt("p", "{{ question }}")], [_model(fake_llm, client=client)],
+                        concurrency=1).run(
+        progress=False)
     res = run.results().set_index("case_id")
     assert "not retried" in res.loc["c0", "error"] and "context length" in res.loc["c0", "error"]
     assert res.drop(index="c0")["error"].isna().all()
@@ -36,12 +37,10 @@ def test_a_400_is_not_retried(tmp_path, fake_llm):
 
 
 def test_judgements_of_a_cached_judge_are_kept_with_their_cell(tmp_path, fake_llm):
-    fake_llm.configure(
-        replies=[
-            {"pattern": "toxicity", "reply": json.dumps({"reason": "fine", "toxicity": 0.0})},
-            {"pattern": "(?s).", "reply": json.dumps({"reason": "ok", "score": 4})},
-        ]
-    )
+    fake_llm.configure(replies=[
+        {"pattern": "toxicity", "reply": json.dumps({"reason": "fine", "toxicity": 0.0})},
+        {"pattern": "(?s).", "reply": json.dumps({"reason": "ok", "score": 4})},
+    ])
     ws = wb.open(tmp_path / "ws")
     ds = _ds(ws, 1)
     judge = {"model": "openai/judge-model", "api_base": fake_llm.base_url, "retry_base": 0.01}
@@ -62,23 +61,15 @@ def test_a_locked_workspace_delays_writes_but_loses_nothing(tmp_path, fake_llm, 
     from workbench.llm import litellm_module
 
     litellm_module()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import duckdb, sys, time\n"
-                "time.sleep(1.2)\n"
-                "while True:\n"
-                "    try:\n"
-                "        con = duckdb.connect(sys.argv[1]); break\n"
-                "    except duckdb.IOException:\n"
-                "        time.sleep(0.005)\n"
-                "time.sleep(2.5); con.close()\n"
-            ),
-            str(ws.store.db_path),
-        ]
-    )
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys, time\n"
+        "time.sleep(1.2)\n"
+        "while True:\n"
+        "    try:\n"
+        "        con = duckdb.connect(sys.argv[1]); break\n"
+        "    except duckdb.IOException:\n"
+        "        time.sleep(0.005)\n"
+        "time.sleep(2.5); con.close()\n"), str(ws.store.db_path)])
     try:
         with pytest.warns(UserWarning, match="could not write finished cells yet"):
             run = exp.run(progress=False)
@@ -95,17 +86,17 @@ def test_winner_on_a_latency_column_prefers_the_fast_variant(tmp_path, fake_llm)
         ws = wb.open(tmp_path / "ws")
         models = [_model(fake_llm, name="fast"), _model(slow, name="slow")]
         run = ws.experiment(_ds(ws, 8), [wb.Prompt("p", "Q: {{ question }}")], models, concurrency=4).run(
-            progress=False
-        )
+            progress=False)
     assert run.winner("latency_ms").winner == "p/fast"
 
 
-def test_an_api_key_echoed_by_the_server_is_never_stored(tmp_path, fake_llm, monkeypatch):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_an_api_key_echoed_by_the_server_is_never_stored(tmp_path, fake_llm, monkeypatch, client):
     key = "sk-live-" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 12  # long enough to straddle any cut of the message
     monkeypatch.setenv("WB_REVIEW_KEY", key)
     fake_llm.configure(script=[{"status": 500, "message": f"upstream rejected key={key}", "count": 1}])
     ws = wb.open(tmp_path / "ws")
-    model = _model(fake_llm, api_key_env="WB_REVIEW_KEY", max_retries=0)
+    model = _model(fake_llm, api_key_env="WB_REVIEW_KEY", max_retries=0, client=client)
     run = ws.experiment(_ds(ws, 1), [wb.Prompt("p", "{{ question }}")], [model], concurrency=1).run(progress=False)
     error = run.results()["error"][0]
     assert "upstream rejected key=***" in error
@@ -116,9 +107,8 @@ def test_an_api_key_echoed_by_the_server_is_never_stored(tmp_path, fake_llm, mon
 def test_a_model_config_judge_survives_the_run_record(tmp_path, fake_llm):
     ws = wb.open(tmp_path / "ws")
     judge = wb.ModelConfig(name="j", model="openai/judge-model", api_base=fake_llm.base_url, max_retries=2)
-    exp = ws.experiment(
-        _ds(ws), [wb.Prompt("p", "{{ question }}")], [_model(fake_llm)], [{"name": "toxicity", "judge": judge}]
-    )
+    exp = ws.experiment(_ds(ws), [wb.Prompt("p", "{{ question }}")], [_model(fake_llm)],
+                        [{"name": "toxicity", "judge": judge}])
     again = Experiment.from_record(ws.store, json.loads(json.dumps(exp.to_record())))
     assert again.metrics[0].judge.model == "openai/judge-model"
     assert again.metrics[0].judge.hash == judge.hash

@@ -499,9 +499,8 @@ def test_embedding_cosine_uses_the_workspace_embedder():
     a, b = get_embedder("local").embed([out, ref])
     expected = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
     assert value == pytest.approx(expected, abs=1e-6)
-    unrelated = bound.definition.fn(
-        **bound.call_kwargs(CellView(case={"ref": "The train leaves at noon."}, output=out))
-    )
+    unrelated = bound.definition.fn(**bound.call_kwargs(CellView(case={"ref": "The train leaves at noon."},
+                                                                 output=out)))
     assert value > unrelated
     same = bound.definition.fn(**bound.call_kwargs(CellView(case={"ref": out}, output=out)))
     assert same == pytest.approx(1.0, abs=1e-5)

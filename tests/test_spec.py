@@ -55,16 +55,10 @@ def test_minimal_example_parses() -> None:
     assert s.prompts[0].system == "You answer questions." and s.prompts[1].system is None
     assert s.prompts[1].user == "Please answer: {{ query }}"
     m = s.models[0]
-    assert (m.name, m.model, m.api_base, m.params) == (
-        "local",
-        "openai/test-model",
-        "http://127.0.0.1:8000/v1",
-        {"temperature": 0},
-    )
-    assert [(x.name, x.options()) for x in s.metrics] == [
-        ("token_f1", {"expected": "gold_answer"}),
-        ("contains", {"expected": "gold_answer"}),
-    ]
+    assert (m.name, m.model, m.api_base, m.params) == ("local", "openai/test-model", "http://127.0.0.1:8000/v1",
+                                                       {"temperature": 0})
+    assert [(x.name, x.options()) for x in s.metrics] == [("token_f1", {"expected": "gold_answer"}),
+                                                          ("contains", {"expected": "gold_answer"})]
     assert s.concurrency == 8
     # defaults for what the example leaves out
     assert s.repeats == 1 and s.variants is None and s.retrievers == [] and s.name is None
@@ -72,14 +66,12 @@ def test_minimal_example_parses() -> None:
 
 def test_full_spec_parses() -> None:
     data = minimal()
-    data.update(
-        {
-            "name": "full",
-            "repeats": 3,
-            "variants": [{"prompt": "terse", "model": "local"}, {"name": "p2", "prompt": "polite", "model": "local"}],
-            "metrics": ["exact_match", {"name": "contains", "expected": "gold_answer", "label": "has_gold"}],
-        }
-    )
+    data.update({
+        "name": "full",
+        "repeats": 3,
+        "variants": [{"prompt": "terse", "model": "local"}, {"name": "p2", "prompt": "polite", "model": "local"}],
+        "metrics": ["exact_match", {"name": "contains", "expected": "gold_answer", "label": "has_gold"}],
+    })
     data["dataset"].update({"inputs": ["query"], "dedupe": "normalized", "format": "jsonl"})
     data["prompts"][0]["few_shot"] = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
     data["models"][0].update({"timeout": 5, "max_concurrency": 2, "max_retries": 0, "api_key_env": "MY_KEY"})
@@ -99,14 +91,10 @@ def test_full_spec_parses() -> None:
         (lambda d: d["models"][0].update(temprature=0.2), "models[0].temprature: unknown key"),
         (lambda d: d["prompts"][1].update(sytem="hi"), "prompts[1].sytem: unknown key"),
         (lambda d: d["dataset"].update(id_column="qid"), "dataset.id_column: unknown key"),
-        (
-            lambda d: d.update(variants=[{"prompt": "terse", "model": "local", "retreiver": "x"}]),
-            "variants[0].retreiver: unknown key",
-        ),
-        (
-            lambda d: d["prompts"][0].update(few_shot=[{"role": "user", "content": "x", "name": "bob"}]),
-            "prompts[0].few_shot[0].name: unknown key",
-        ),
+        (lambda d: d.update(variants=[{"prompt": "terse", "model": "local", "retreiver": "x"}]),
+         "variants[0].retreiver: unknown key"),
+        (lambda d: d["prompts"][0].update(few_shot=[{"role": "user", "content": "x", "name": "bob"}]),
+         "prompts[0].few_shot[0].name: unknown key"),
     ],
 )
 def test_unknown_keys_name_their_path(mutate: Any, expected: str) -> None:
@@ -273,10 +261,8 @@ def test_from_spec_resolves_the_dataset_next_to_the_yaml(tmp_path: Path, monkeyp
     plan = exp.plan()  # renders every prompt against every case; no model call
     assert len(plan) == len(QA_ROWS) * 2
     terse_q1 = next(c for c in plan.cells if c.variant.name == "terse" and c.case_id == "q1")
-    assert terse_q1.messages == [
-        {"role": "system", "content": "You answer questions."},
-        {"role": "user", "content": f"Question: {QA_ROWS[0]['query']}"},
-    ]
+    assert terse_q1.messages == [{"role": "system", "content": "You answer questions."},
+                                 {"role": "user", "content": f"Question: {QA_ROWS[0]['query']}"}]
 
     # the same spec again is the same dataset version
     assert ws.from_spec(path).dataset.hash == ds.hash
@@ -314,21 +300,12 @@ def test_from_spec_without_path_uses_the_stored_dataset(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "metrics, index, pattern",
     [
-        (
-            [{"name": "token_f1", "expected": "gold_answer"}, {"name": "no_such_metric"}],
-            1,
-            "unknown metric 'no_such_metric'",
-        ),
+        ([{"name": "token_f1", "expected": "gold_answer"}, {"name": "no_such_metric"}], 1,
+         "unknown metric 'no_such_metric'"),
         (["no_such_metric"], 0, "unknown metric"),
         ([{"name": "contains", "expectd": "gold_answer"}], 0, r"does not take option\(s\) \['expectd'\]"),
-        (
-            [
-                {"name": "token_f1", "expected": "gold_answer"},
-                {"name": "token_f1", "expected": "gold_answer", "bogus": 1},
-            ],
-            1,
-            "bogus",
-        ),
+        ([{"name": "token_f1", "expected": "gold_answer"}, {"name": "token_f1", "expected": "gold_answer",
+                                                            "bogus": 1}], 1, "bogus"),
     ],
 )
 def test_bad_metrics_name_their_index(tmp_path: Path, metrics: list[Any], index: int, pattern: str) -> None:
@@ -344,10 +321,8 @@ def test_bad_metrics_name_their_index(tmp_path: Path, metrics: list[Any], index:
 
 
 def test_metric_reading_a_missing_column_fails_at_plan(tmp_path: Path) -> None:
-    path = _write_spec(
-        tmp_path / "specs",
-        MINIMAL_YAML.replace("{name: contains, expected: gold_answer}", "{name: contains, expected: answer}"),
-    )
+    path = _write_spec(tmp_path / "specs", MINIMAL_YAML.replace("{name: contains, expected: gold_answer}",
+                                                                "{name: contains, expected: answer}"))
     ws = wb.open(tmp_path / "ws")
     exp = ws.from_spec(path)
     with pytest.raises(MetricError) as err:

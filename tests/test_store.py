@@ -43,19 +43,8 @@ def test_open_creates_database_and_artifacts(tmp_path: Path) -> None:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     finally:
         con.close()
-    assert {
-        "_migrations",
-        "datasets",
-        "dataset_cases",
-        "prompts",
-        "models",
-        "responses",
-        "runs",
-        "run_variants",
-        "cells",
-        "scores",
-        "feedback",
-    } <= tables
+    assert {"_migrations", "datasets", "dataset_cases", "prompts", "models", "responses", "runs",
+            "run_variants", "cells", "scores", "feedback"} <= tables
 
 
 def test_default_path_is_dot_llmops_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,7 +104,6 @@ def test_open_waits_while_another_process_creates_the_file(tmp_path: Path) -> No
     (tmp_path / "ws").mkdir()
     db = tmp_path / "ws" / "workspace.duckdb"
     db.write_bytes(b"")  # the other process has created the file but not written the header yet
-
     def finish_creation() -> None:
         time.sleep(0.3)
         os.utime(ready)  # written just now, as the creating process would
@@ -301,13 +289,8 @@ def test_two_processes_share_a_workspace(tmp_path: Path) -> None:
     path = tmp_path / "shared"
     env = {**os.environ, "LLMOPS_LOCK_TIMEOUT": "60"}
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(path), tag],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), tag], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for tag in ("a", "b")
     ]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -322,10 +305,8 @@ def test_two_processes_share_a_workspace(tmp_path: Path) -> None:
     assert set(datasets["version"]) == {1} and set(datasets["n_cases"]) == {5}
     assert ws.sql("SELECT count(*) AS n FROM dataset_cases")["n"].iloc[0] == 200
     per_run = ws.sql("SELECT run_id, count(*) AS n, min(output) AS o FROM cells GROUP BY run_id ORDER BY run_id")
-    assert per_run.to_dict("records") == [
-        {"run_id": "run-a", "n": 200, "o": "a"},
-        {"run_id": "run-b", "n": 200, "o": "b"},
-    ]
+    assert per_run.to_dict("records") == [{"run_id": "run-a", "n": 200, "o": "a"},
+                                          {"run_id": "run-b", "n": 200, "o": "b"}]
     assert len(_migration_rows(ws.store.db_path)) == len(store_mod.MIGRATIONS)
 
 
@@ -348,9 +329,8 @@ _HOLDER = textwrap.dedent(
 def test_lock_timeout_names_file_and_holder_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = wb.open(tmp_path / "ws")
     db = ws.store.db_path
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(db), "stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(db), "stdin"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         monkeypatch.setenv("LLMOPS_LOCK_TIMEOUT", "1")
@@ -378,9 +358,8 @@ def test_lock_timeout_names_file_and_holder_pid(tmp_path: Path, monkeypatch: pyt
 
 def test_open_waits_for_a_short_lived_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = wb.open(tmp_path / "ws")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(ws.store.db_path), "1.0"], stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(ws.store.db_path), "1.0"],
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         monkeypatch.setenv("LLMOPS_LOCK_TIMEOUT", "60")
