@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(3600),
     pytest.mark.skipif(os.environ.get("LLMOPS_BINDER_TEST") != "1", reason="set LLMOPS_BINDER_TEST=1 (slow)"),
 ]
 

@@ -224,6 +224,8 @@ async def test_workspaces_discovered_and_env(jp_fetch: Any, root: Path, monkeypa
     assert all(w["stamp"] for w in res["items"])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 async def test_api_reads_while_a_kernel_process_writes(jp_fetch: Any, root: Path, openai_server: Any) -> None:
     """A kernel-like subprocess runs a real grid in the workspace; the API keeps answering, the run finishes."""
     openai_server.reset()
@@ -255,7 +257,7 @@ async def test_api_reads_while_a_kernel_process_writes(jp_fetch: Any, root: Path
                 progress.append(live[0]["done"])
                 await get(jp_fetch, f"runs/{live[0]['run_id']}/grid", ws=".llmops", page_size=10)
             reads += 1
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()

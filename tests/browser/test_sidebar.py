@@ -19,7 +19,7 @@ from typing import Any
 import harness
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 WRITER = Path(__file__).resolve().parents[1] / "labserver_writer.py"
 CASES = 40
@@ -33,7 +33,7 @@ def llmops_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Jup
     subprocess.run(
         [sys.executable, str(WRITER), str(root / ".llmops"), "--seed-only", "--cases", str(CASES)],
         check=True,
-        timeout=180,
+        timeout=600,
         capture_output=True,
     )
     with harness.JupyterServer(root, root / ".llmops", app="lab") as server:
