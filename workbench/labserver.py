@@ -38,7 +38,7 @@ from workbench.store import DB_FILE
 
 NAMESPACE = "llmops"
 MAX_LIMIT = 1000
-LOCK_TIMEOUT = 5.0  # seconds an HTTP request waits for a kernel's write batch before answering 503
+LOCK_TIMEOUT = 10.0  # seconds an HTTP request waits for a kernel's write batches before answering 503
 _SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", ".git", ".ipynb_checkpoints", ".venv", "venv"}
 MAX_DEPTH = 4
 MAX_DIRS = 5000

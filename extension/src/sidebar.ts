@@ -349,7 +349,8 @@ export class LLMOpsSidebar extends Widget {
     if (!rows.length) {
       return h('div', { class: 'jp-llmops-empty' }, 'no variants');
     }
-    const skip = new Set(['tokens', 'cached', 'latency_p50_ms']);
+    // the narrow sidebar shows the metric means, errors and cost; the row's tooltip has every figure
+    const skip = new Set(['n', 'tokens', 'cached', 'cost_per_1k', 'latency_p50_ms', 'latency_p95_ms']);
     const cols = Object.keys(rows[0]).filter(c => !skip.has(c));
     return h(
       'table',
@@ -358,7 +359,11 @@ export class LLMOpsSidebar extends Widget {
       rows.map(row =>
         h(
           'tr',
-          {},
+          {
+            title: Object.entries(row)
+              .map(([k, v]) => `${k}: ${v}`)
+              .join('\n')
+          },
           cols.map(c => {
             const v = row[c];
             const text =
