@@ -75,7 +75,7 @@ def test_sidebar_follows_a_running_kernel_then_grid_and_diff(
 
     # --- a kernel starts writing: the run appears and progresses -------------------------------------
     openai_server.reset()
-    openai_server.configure(latency=0.12)
+    openai_server.configure(latency=0.25)  # 80 calls one at a time: ~20 s to watch
     writer = subprocess.Popen(
         [
             sys.executable,
@@ -103,10 +103,10 @@ def test_sidebar_follows_a_running_kernel_then_grid_and_diff(
             m = re.search(r"cells (\d+)/(\d+)", text)
             assert m, text
             done.append(int(m.group(1)))
-            if len(set(done)) >= 3:
+            if len(set(done)) >= 3 or done[-1] == 2 * CASES:
                 break
             pg.wait_for_timeout(500)
-        assert len(set(done)) >= 3 and done == sorted(done), done  # it moved, forward only
+        assert len(set(done)) >= 2 and done[0] < 2 * CASES and done == sorted(done), done  # it moved, forward only
         assert live.get_attribute("data-status") in ("running", "created", "completed")
         page.screenshot("running", sidebar)
         out, err = writer.communicate(timeout=180)
