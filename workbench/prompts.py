@@ -141,6 +141,14 @@ def render_error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def prompt_lines(p: Prompt) -> list[str]:
+    """A prompt as readable lines, each tagged with its part; the one form versions are shown and diffed in."""
+    out = [f"[system] {line}" for line in (p.system or "").splitlines()]
+    for i, m in enumerate(p.few_shot):
+        out += [f"[few_shot {i} {m['role']}] {line}" for line in m["content"].splitlines()]
+    return out + [f"[user] {line}" for line in p.user.splitlines()]
+
+
 @dataclass(frozen=True)
 class PromptDiff:
     """Line diff between two prompt versions (system, few-shot and user parts), for people to read."""
@@ -150,12 +158,7 @@ class PromptDiff:
     new: Prompt
 
     def _texts(self, p: Prompt | None) -> list[str]:
-        if p is None:
-            return []
-        out = [f"[system] {line}" for line in (p.system or "").splitlines()]
-        for i, m in enumerate(p.few_shot):
-            out += [f"[few_shot {i} {m['role']}] {line}" for line in m["content"].splitlines()]
-        return out + [f"[user] {line}" for line in p.user.splitlines()]
+        return prompt_lines(p) if p is not None else []
 
     @property
     def changed(self) -> bool:

@@ -279,14 +279,32 @@ def dumps(value: Any) -> str:
 
 @dataclass
 class Store:
-    """Opens short-lived connections to a workspace database and holds all of its SQL."""
+    """Opens short-lived connections to a workspace database and holds all of its SQL.
+
+    ``read_only`` (the JupyterLab server extension) never creates, migrates or writes: it opens DuckDB
+    read-only, so a kernel writing the same workspace only waits for the reader's brief connection.
+    ``lock_timeout`` overrides ``LLMOPS_LOCK_TIMEOUT`` (an HTTP request should not wait a minute).
+    """
 
     path: Path
+    read_only: bool = False
+    lock_timeout: float | None = None
 
     def __post_init__(self) -> None:
+        self._held = threading.local()  # the connection of an open session(), per thread
         self.path = Path(self.path).resolve()
         self.db_path = self.path / DB_FILE
         self.artifacts = self.path / "artifacts"
+        if self.read_only:
+            if not self.db_path.is_file():
+                raise WorkspaceError(f"no workspace database at {self.db_path}; create one with wb.open() first")
+            newest = self.schema_version()
+            if newest > len(MIGRATIONS):
+                raise SchemaVersionError(
+                    f"workspace {self.path} has schema version {newest} but this workbench knows only up to "
+                    f"{len(MIGRATIONS)}: upgrade the package (pip install -U llmops-workbench)."
+                )
+            return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.artifacts.mkdir(exist_ok=True)
@@ -299,7 +317,7 @@ class Store:
     def _connect_once(self) -> duckdb.DuckDBPyConnection:
         import duckdb
 
-        con = duckdb.connect(str(self.db_path), config={"python_enable_replacements": False})
+        con = duckdb.connect(str(self.db_path), read_only=self.read_only, config={"python_enable_replacements": False})
         try:
             con.execute("SET TimeZone = 'UTC'")
         except duckdb.Error:  # ICU may be missing; timestamps are still stored as UTC instants
@@ -317,11 +335,32 @@ class Store:
         return time.time() - st.st_mtime < _CREATION_GRACE
 
     @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One connection for a block of calls (a server request): ``connect()`` inside it reuses that connection,
+        so a page of reads costs one open instead of one per query. Keep the block short."""
+        held = getattr(self._held, "con", None)
+        if held is not None:
+            yield held
+            return
+        with self.connect() as con:
+            self._held.con = con
+            try:
+                yield con
+            finally:
+                self._held.con = None
+
+    @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the database, waiting with backoff while another process holds it; close on exit."""
         import duckdb
 
-        deadline = time.monotonic() + _lock_timeout()
+        held = getattr(self._held, "con", None)
+        if held is not None:
+            yield held
+            return
+
+        timeout = self.lock_timeout if self.lock_timeout is not None else _lock_timeout()
+        deadline = time.monotonic() + timeout
         delay = 0.01
         with _PROCESS_LOCK:
             while True:
@@ -343,7 +382,7 @@ class Store:
                         holder = f"process {m.group(1)}" if m else "another process"
                         raise WorkspaceLockedError(
                             f"workspace database {self.db_path} is locked by {holder} and stayed locked for "
-                            f"{_lock_timeout():.0f} s. Another kernel or command is writing to it; wait for it to "
+                            f"{timeout:.0f} s. Another kernel or command is writing to it; wait for it to "
                             "finish, stop it if it is stuck, use a different workspace (LLMOPS_WORKSPACE or "
                             "--workspace), or raise LLMOPS_LOCK_TIMEOUT."
                         ) from exc
@@ -638,6 +677,25 @@ class Store:
                 GROUP BY ALL ORDER BY r.created_at DESC
                 """
             ).df()
+
+    def runs_page(self, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """One page of ``list_runs`` (newest first) and the number of runs: only the page's cells are counted."""
+        with self.connect() as con:
+            cur = con.execute(
+                """
+                WITH page AS (SELECT * FROM runs ORDER BY created_at DESC, run_id LIMIT $1 OFFSET $2)
+                SELECT p.run_id, p.name, p.status, p.dataset_name, p.n_cells,
+                       count(c.case_id) AS done, count(c.error) AS failed,
+                       coalesce(sum(c.cost), 0) AS cost, p.created_at, p.finished_at
+                FROM page p LEFT JOIN cells c ON c.run_id = p.run_id
+                GROUP BY ALL ORDER BY p.created_at DESC, p.run_id
+                """,
+                [limit, offset],
+            )
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+            (total,) = _first(con.execute("SELECT count(*) FROM runs"))
+        return rows, int(total)
 
     def run_variants(self, run_id: str) -> list[dict[str, Any]]:
         with self.connect() as con:

@@ -31,8 +31,11 @@ def default_path() -> Path:
 class Workspace:
     """A folder holding ``workspace.duckdb`` and ``artifacts/``. Cheap to open; holds no connection."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.store = Store(Path(path) if path is not None else default_path())
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False, lock_timeout: float | None = None
+    ) -> None:
+        """``read_only`` opens an existing workspace without creating, migrating or writing it (server extension)."""
+        self.store = Store(Path(path) if path is not None else default_path(), read_only, lock_timeout)
         self.path = self.store.path
 
     def __repr__(self) -> str:
