@@ -140,7 +140,8 @@ def test_manage_names_and_run_from_them(ip, tmp_path, files, capsys):
     assert not {"messages", "retrieved", "request_key"} & set(results.columns)
     assert {"messages", "retrieved"} <= set(run.results().columns)  # the Python API keeps everything
     board = magic(ip, f"leaderboard {run.run_id} -w {w}")
-    assert not re.search(r"\d\.\d{5,}", repr(board) + board._repr_html_())  # rounded for reading
+    shown = re.findall(r"\d+\.\d+", repr(board) + board._repr_html_())
+    assert shown and max(len(x.replace(".", "").lstrip("0")) for x in shown) <= 5  # rounded for reading
     assert board["token_f1"].map(lambda x: len(repr(x)) > 8).any()  # ... but the values are not rounded
     charts = magic(ip, f"leaderboard {run.run_id} --plot -w {w}")
     bundle = charts._repr_mimebundle_()
@@ -424,3 +425,25 @@ def test_management_commands_on_the_command_line(tmp_path, files, capsys):
     )
     summary = json.loads(capsys.readouterr().out)
     assert summary["status"] == "completed" and summary["leaderboard"][0]["recall_at_k"] > 0.5
+
+
+def test_demo_and_spec_forms_in_the_shell(ip, tmp_path, files):
+    """The remaining magic forms: %llmops demo, run SPEC and retrieval-eval SPEC (paths, not cells)."""
+    data, corpus = files
+    w = tmp_path / "ws"
+    run = magic(ip, f"demo --no-progress -w {w}")
+    assert isinstance(run, wb.Run) and run.status == "completed"
+    assert list(run.leaderboard()["variant"]) == ["gold-context", "rag-hybrid128", "rag-dense32"]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"dataset: {{name: qa, path: {data.name}, id: key}}\n"
+        'prompts: [{name: p, user: "Question: {{ input }}"}]\n'
+        "models: [local/extractive]\n"
+        f"retrievers: [{{name: r, corpus: {{path: {corpus.name}, id: doc_id, text: text}}, top_k: 2, query: input}}]\n"
+        "metrics: [{name: recall_at_k, gold: gold}]\n"
+    )
+    assert magic(ip, f"run {spec} --no-progress -w {w}").status == "completed"
+    only_retrieval = tmp_path / "retrieval.yaml"
+    only_retrieval.write_text(spec.read_text() + "question: input\n")
+    board = magic(ip, f"retrieval-eval {only_retrieval} -w {w}")
+    assert list(board["config"]) == ["r"] and board["recall@k"][0] > 0.5

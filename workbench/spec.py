@@ -78,6 +78,13 @@ class MetricSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+def bare_model_strings(items: Any) -> Any:
+    """``models: [local/extractive]`` is accepted as in the Python API; the name is the part after the '/'."""
+    if isinstance(items, list):
+        return [{"name": m.split("/")[-1], "model": m} if isinstance(m, str) and m.strip() else m for m in items]
+    return items
+
+
 class ExperimentSpec(_Strict):
     dataset: DatasetSpec
     prompts: list[PromptSpec] = Field(min_length=1)
@@ -93,10 +100,7 @@ class ExperimentSpec(_Strict):
     @field_validator("models", mode="before")
     @classmethod
     def _bare_model_strings(cls, items: Any) -> Any:
-        """``models: [local/extractive]`` is accepted as in the Python API; the name is the part after the '/'."""
-        if isinstance(items, list):
-            return [{"name": m.split("/")[-1], "model": m} if isinstance(m, str) and m.strip() else m for m in items]
-        return items
+        return bare_model_strings(items)
 
     @field_validator("prompts", "models")
     @classmethod
@@ -177,6 +181,11 @@ class RetrievalEvalSpec(_Strict):
     concurrency: int = 8
     repeats: int = 1
     name: str | None = None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _bare_model_strings(cls, items: Any) -> Any:
+        return bare_model_strings(items)
 
     @classmethod
     def from_data(cls, data: Any, source: str) -> RetrievalEvalSpec:
