@@ -76,6 +76,7 @@ def test_notebooks_are_stored_without_outputs() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first test waits for the module fixture: all four notebooks, concurrently
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_offline(name: str, executed: dict[str, tuple[Any, Path]]) -> None:
     nb, work = executed[name]
