@@ -47,6 +47,11 @@ run = ws.get_run(ws.runs()["run_id"][0])
 frames = {"results": run.results(), "leaderboard": run.leaderboard(),
           "compare": run.compare("rag", "bare", "rouge1").as_dict(), "winner": run.winner("rouge1").as_dict(),
           "runs": len(ws.runs()), "feedback": len(run.feedback())}
+from workbench.gridview import GridQuery  # the grid widget's pages, as the notebook would show them
+q = GridQuery(ws.store, [run.run_id])
+frames["grid"] = q.frame(q.default_state())
+state = {**q.default_state().as_dict(), "sort_by": "metric", "sort_metric": "rouge1", "sort_desc": True}
+frames["grid_sorted"] = q.page(state)["rows"]
 pickle.dump(frames, open(out, "wb"))
 """
 
@@ -118,6 +123,12 @@ def test_export_import_in_another_process_gives_identical_frames(stored_run: wb.
     pd.testing.assert_frame_equal(got["leaderboard"], want["leaderboard"])
     assert got["compare"] == want["compare"] and got["winner"] == want["winner"]
     assert got["runs"] == 1 and got["feedback"] == 2
+    from workbench.gridview import GridQuery
+
+    q = GridQuery(stored_run.store, [stored_run.run_id])
+    pd.testing.assert_frame_equal(got["grid"], q.frame(q.default_state()))
+    sorted_state = {**q.default_state().as_dict(), "sort_by": "metric", "sort_metric": "rouge1", "sort_desc": True}
+    assert got["grid_sorted"] == q.page(sorted_state)["rows"] and len(got["grid_sorted"]) > 0
 
 
 def test_tampered_or_unsafe_archives_are_refused(stored_run: wb.Run, tmp_path: Path) -> None:
