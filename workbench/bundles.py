@@ -244,22 +244,14 @@ def _plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
 def _gates(
     constraints: Sequence[str] | Mapping[str, Any] | None, row: Mapping[str, Any], cis: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
-    from workbench.analysis import _OPS, parse_constraints
-    from workbench.errors import ValidationError
+    """The variant's leaderboard row judged by ``analysis.check_constraints`` (the one place thresholds are judged)."""
+    from workbench.analysis import check_constraints, parse_constraints
 
-    out = []
-    for name, op, threshold in parse_constraints(constraints):
-        value = row.get(name)
-        if value is None and name in cis:
-            value = cis[name]["mean"]
-        if name not in row and name not in cis:
-            raise ValidationError(
-                f"gate on {name!r}: not a metric nor a leaderboard column of this run; "
-                f"columns: {sorted(k for k in row if k != 'ci')}"
-            )
-        passed = value is not None and bool(_OPS[op](float(value), threshold))
-        out.append({"metric": name, "op": op, "threshold": float(threshold), "value": value, "passed": passed})
-    return out
+    figures = {k: v for k, v in row.items() if k != "ci"}
+    for name, ci in cis.items():
+        figures.setdefault(name, ci["mean"])
+    (checks,) = check_constraints({"variant": figures}, parse_constraints(constraints)).values()
+    return [c.as_dict() for c in checks]
 
 
 def _runner_up(
