@@ -395,6 +395,7 @@ class LiteLLMEmbedder:
         while True:
             self.requests += 1
             self.texts_sent += len(batch)
+            error: RetrievalError | None = None
             try:
                 response = litellm.embedding(
                     model=self.model, input=batch, timeout=self.timeout, max_retries=_NO_RETRIES, **kwargs
@@ -402,29 +403,32 @@ class LiteLLMEmbedder:
                 break
             except retryable as exc:
                 if attempt >= self.max_retries:
-                    raise RetrievalError(
+                    error = RetrievalError(
                         f"embedder {self.model!r} still failing after {attempt + 1} attempts "
                         f"({type(exc).__name__}: {str(exc)[:300]}); try again later or lower batch_size"
-                    ) from exc
-                wait = _retry_after(exc)
-                if wait is not None:  # the provider said how long: do that (capped), plus a little jitter
-                    delay = min(wait, MAX_RETRY_AFTER) + random.uniform(0, 0.05)
-                else:  # exponential backoff with full jitter
-                    delay = random.uniform(0, min(self.backoff_max, self.backoff_base * (2**attempt)))
-                log.info("embedder %s: %s, retrying in %.2f s", self.model, type(exc).__name__, delay)
-                self.retries += 1
-                attempt += 1
-                time.sleep(delay)
+                    )
+                else:
+                    wait = _retry_after(exc)
+                    if wait is not None:  # the provider said how long: do that (capped), plus a little jitter
+                        delay = min(wait, MAX_RETRY_AFTER) + random.uniform(0, 0.05)
+                    else:  # exponential backoff with full jitter
+                        delay = random.uniform(0, min(self.backoff_max, self.backoff_base * (2**attempt)))
+                    log.info("embedder %s: %s, retrying in %.2f s", self.model, type(exc).__name__, delay)
+                    self.retries += 1
+                    attempt += 1
+                    time.sleep(delay)
             except (litellm.AuthenticationError, litellm.PermissionDeniedError) as exc:
-                raise RetrievalError(
+                error = RetrievalError(
                     f"embedder {self.model!r} was refused ({type(exc).__name__}): set the provider's API key in "
                     f"the environment (e.g. OPENAI_API_KEY) or name its variable with api_key_env"
-                ) from exc
+                )
             except litellm.NotFoundError as exc:
-                raise RetrievalError(
+                error = RetrievalError(
                     f"embedding model {self.model!r} was not found by the provider: check the model name "
                     f"({str(exc)[:200]})"
-                ) from exc
+                )
+            if error is not None:  # raised outside the except: the provider's exception (and request) stays behind
+                raise error
         data = sorted(_field(item, "index", i) for i, item in enumerate(response.data))
         items = sorted(response.data, key=lambda item: _field(item, "index", 0))
         if len(items) != len(batch) or data != list(range(len(batch))):

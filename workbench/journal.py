@@ -119,7 +119,7 @@ def orphans(artifacts: Path) -> Iterator[list[tuple[Path, list[dict[str, Any]]]]
     try:
         for path in sorted(folder.glob("*.jsonl")):
             try:
-                fh = path.open("rb")
+                fh: IO[bytes] = path.open("rb")
             except OSError:
                 continue
             try:
@@ -133,8 +133,8 @@ def orphans(artifacts: Path) -> Iterator[list[tuple[Path, list[dict[str, Any]]]]
         for path, _ in held:
             path.unlink(missing_ok=True)
     finally:
-        for _, fh in held:
-            fh.close()
+        for _, handle in held:
+            handle.close()
 
 
 def heartbeat(artifacts: Path, run_id: str) -> float | None:

@@ -87,6 +87,9 @@ class ModelConfig:
             )
         if "key" in " ".join(k.lower() for k in self.params):
             raise SpecError(f"model {self.name!r}: do not put keys in params; set api_key_env to an env var name")
+        from workbench.params import check_params  # secrets anywhere in params, types of known params
+
+        check_params(self.name, self.params, self.api_base)
         object.__setattr__(self, "params", dict(self.params))
 
     @property
@@ -301,16 +304,18 @@ class Gateway:
                 # the key is masked before the message is cut, and the raw exception is not chained:
                 # neither the workspace, nor a log, nor a traceback may show it
                 kind, message = classify(exc, model, secret=kwargs.get("api_key"))
-                if kind == "fatal":
-                    raise ModelFatalError(message) from None
-                if kind == "cell" or attempt > model.max_retries:
-                    suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                    raise ModelError(message + suffix) from None
-                self.stats.retries += 1
                 wait = retry_after(exc)
-                if wait is None:
-                    wait = random.uniform(0, model.retry_base * 2 ** (attempt - 1))
-                await asyncio.sleep(min(wait, 60.0))
+            # raised outside the except block: `from None` only hides __context__, and the provider's
+            # exception there carries the request (Authorization header included)
+            if kind == "fatal":
+                raise ModelFatalError(message)
+            if kind == "cell" or attempt > model.max_retries:
+                suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+                raise ModelError(message + suffix)
+            self.stats.retries += 1
+            if wait is None:
+                wait = random.uniform(0, model.retry_base * 2 ** (attempt - 1))
+            await asyncio.sleep(min(wait, 60.0))
         usage = getattr(resp, "usage", None)
         pt = getattr(usage, "prompt_tokens", None) if usage else None
         ct = getattr(usage, "completion_tokens", None) if usage else None

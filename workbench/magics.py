@@ -73,13 +73,17 @@ def llmops(line: str, cell: str | None = None) -> Any:
                 return exp.plan()
             return exp.run(progress=not args.no_progress)
         if command == "resume":
-            return ws.get_run(args.run_id).resume(progress=not args.no_progress, retry_failed=args.retry_failed)
+            return ws.get_run(args.run_id).resume(
+                progress=not args.no_progress, retry_failed=args.retry_failed, force=args.force
+            )
         if command == "runs":
             return ws.runs()
         if command == "results":
             frame = ws.get_run(args.run_id).results()
             if args.output:
-                {"csv": frame.to_csv, "json": frame.to_json, "parquet": frame.to_parquet}[args.format](args.output)
+                from workbench.export import write
+
+                write(frame, args.format, args.output, escape_formulas=not args.raw)
             return frame
         if command == "leaderboard":
             return ws.get_run(args.run_id).leaderboard()

@@ -26,8 +26,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from workbench.datasets import Dataset
 from workbench import liveness
+from workbench.datasets import Dataset
 from workbench.errors import (
     MetricError,
     ModelError,
@@ -300,13 +300,19 @@ class Experiment:
 
     def _create_run(self) -> tuple[Run, Plan]:
         plan = self.plan()
+        from workbench.params import refuse_secrets
+
+        record = self.to_record()
+        for v in record["variants"]:  # defence in depth: nothing credential-shaped reaches runs.spec
+            refuse_secrets({"model": v["model"], "retriever": v["retriever"]}, f"variant {v['name']!r}", "variant")
+        refuse_secrets(record["metrics"], "metrics", "metrics")
         run_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
         self.store.create_run(
             run_id,
             self.name,
             self.dataset.name,
             self.dataset.hash,
-            self.to_record(),
+            record,
             self.repeats,
             len(plan),
             [v.record() for v in self.variants],
