@@ -41,7 +41,15 @@ from workbench.journal import Journal
 from workbench.judge import Judge
 from workbench.llm import CallResult, Gateway, ModelConfig, request_key
 from workbench.metrics.registry import BoundMetric, CellView, Score, check_columns
-from workbench.prompts import Prompt, RenderProblem, describe_problems, render_error_text, template_vars
+from workbench.prompts import (
+    Prompt,
+    RenderFailure,
+    RenderLimits,
+    RenderProblem,
+    describe_problems,
+    render_error_text,
+    template_vars,
+)
 from workbench.store import Store, dumps, lock_timeout
 
 if TYPE_CHECKING:
@@ -149,6 +157,8 @@ class Experiment:
     repeats: int = 1
     concurrency: int = 8
     name: str | None = None
+    #: bounds on rendering each message (size of values built, total size, time); see workbench.prompts
+    limits: RenderLimits = field(default_factory=RenderLimits)
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -189,6 +199,7 @@ class Experiment:
             ],
             "repeats": self.repeats,
             "concurrency": self.concurrency,
+            "limits": {"max_chars": self.limits.max_chars, "seconds": self.limits.seconds},
         }
 
     @classmethod
@@ -221,7 +232,8 @@ class Experiment:
                 Variant(v["name"], Prompt(p["name"], p["user"], p["system"], tuple(p["few_shot"])), model, retriever)
             )
         metrics = [bind(m["name"], m["options"], m["label"]) for m in rec["metrics"]]
-        return cls(store, ds, variants, metrics, rec["repeats"], rec["concurrency"], rec.get("name"))
+        limits = RenderLimits(**rec["limits"]) if rec.get("limits") else RenderLimits()
+        return cls(store, ds, variants, metrics, rec["repeats"], rec["concurrency"], rec.get("name"), limits)
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -242,7 +254,11 @@ class Experiment:
                 if v.retriever is not None:
                     extra = {"context": "\n\n".join(h["text"] for h in hits or []), "chunks": hits or []}
                 try:
-                    messages = v.prompt.render(template_vars(case, extra))
+                    messages = v.prompt.render(template_vars(case, extra), self.limits)
+                except RenderFailure as exc:  # every failing part of every variant, reported together
+                    for part, problem in exc.parts:
+                        problems.setdefault((v.name, f"{part}: {problem}"), []).append(case_id)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - every template failure is collected and reported together
                     problems.setdefault((v.name, render_error_text(exc)), []).append(case_id)
                     continue

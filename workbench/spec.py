@@ -88,6 +88,9 @@ class ExperimentSpec(_Strict):
     concurrency: int = Field(8, ge=1, le=1024, strict=True)
     repeats: int = Field(1, ge=1, le=1000, strict=True)
     name: str | None = None
+    # bounds on rendering each prompt message (default: 1,000,000 characters, 2 s)
+    max_prompt_chars: int | None = Field(None, ge=1, le=100_000_000, strict=True)
+    render_timeout: float | None = Field(None, gt=0, le=600)
 
     @field_validator("prompts", "models")
     @classmethod

@@ -80,10 +80,10 @@ def query_text(config: RetrievalConfig, case: Mapping[str, Any], default: str = 
     if "{{" in column:
         from jinja2 import TemplateError as JinjaError
 
-        from workbench.prompts import _env, template_vars
+        from workbench.prompts import _env, render_bounded, template_vars
 
         try:
-            return str(_env().from_string(column).render(template_vars(case)))
+            return render_bounded(_env().from_string(column), template_vars(case))
         except JinjaError as exc:
             raise RetrievalError(
                 f"retriever {config.label!r}: query template {column!r} does not render: {exc}; it sees the dataset "
