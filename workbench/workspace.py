@@ -307,9 +307,14 @@ class Workspace:
     def runs(self) -> pd.DataFrame:
         return self.store.list_runs()
 
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Read-only SQL over the workspace tables (see workbench.store for the schema)."""
-        return self.store.sql(query, params)
+    def sql(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None, timeout: float | None = None
+    ) -> pd.DataFrame:
+        """Read-only SQL over the workspace tables (see workbench.store for the schema).
+
+        Stopped after ``timeout`` seconds (default ``LLMOPS_SQL_TIMEOUT`` or 30): no run can store results meanwhile.
+        """
+        return self.store.sql(query, params, timeout=timeout)
 
 
 def _model(m: ModelConfig | Mapping[str, Any] | str) -> ModelConfig:
