@@ -38,10 +38,12 @@ def _cell(value: Any, escape: bool) -> Any:
 
 def csv_frame(frame: pd.DataFrame, escape_formulas: bool = True) -> pd.DataFrame:
     """The frame as it is written: nested values as JSON, formula-looking text neutralised."""
+    import pandas as pd
+
     out = frame.copy()
     for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = [_cell(v, escape_formulas) for v in out[col]]
+        if pd.api.types.is_object_dtype(out[col].dtype) or pd.api.types.is_string_dtype(out[col].dtype):
+            out[col] = pd.Series([_cell(v, escape_formulas) for v in out[col]], index=out.index, dtype=object)
     return out
 
 

@@ -20,7 +20,7 @@ import workbench as wb
 from workbench import errors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hostile_cases import CASES  # noqa: E402
+from hostile_cases import CASES
 
 
 def fingerprint(ws_dir: Path) -> list[Any]:
