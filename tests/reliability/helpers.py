@@ -44,7 +44,8 @@ def grid_files(folder: Path, base_url: str, n_cases: int = 200, model: str = "gr
 dataset: {{name: qa, path: qa.jsonl, id: qid}}
 prompts:
   - {{name: terse, user: "Q: {{{{ question }}}}"}}
-  - {{name: rag, system: "Answer from the context.", user: "C: {{{{ (context | default('none'))[:60] }}}} Q: {{{{ question }}}}"}}
+  - {{name: rag, system: "Answer from the context.",
+     user: "C: {{{{ (context | default('none'))[:60] }}}} Q: {{{{ question }}}}"}}
 models:
   - {{name: m, model: openai/{model}, api_base: "{base_url}", max_retries: 6, timeout: 5}}
 retrievers:

@@ -101,8 +101,8 @@ def test_kill_9_while_the_workspace_is_held_keeps_every_journaled_batch(tmp_path
         "models": [_model(fake_llm)], "concurrency": 4,
     }))
     env = {**os.environ, "LLMOPS_LOCK_TIMEOUT": "1"}
-    run = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", str(spec), "-w", str(ws_dir), "--no-progress"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    argv = [sys.executable, "-m", "workbench.cli", "run", str(spec), "-w", str(ws_dir), "--no-progress"]
+    run = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     while fake_llm.stats()["chat"] < 10:
         assert run.poll() is None, run.stderr.read().decode()  # type: ignore[union-attr]
         time.sleep(0.01)

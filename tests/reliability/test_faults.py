@@ -76,12 +76,13 @@ def test_two_kernels_and_a_reader_on_one_workspace_lose_and_duplicate_nothing(tm
                                  "--no-progress", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for s in specs]
     outs = [k.communicate(timeout=400) for k in kernels]
-    for k, (out, err) in zip(kernels, outs):
+    for k, (_, err) in zip(kernels, outs):
         assert k.returncode == 0, err[-2000:]
     r_out, r_err = reader.communicate(timeout=120)
     reads, errors = map(int, r_out.split())
     assert reads > 0 and errors == 0, r_err[-2000:]
-    total, distinct = db_rows(ws_dir, "SELECT count(*), count(DISTINCT (run_id, case_id, variant, repeat)) FROM cells")[0]
+    query = "SELECT count(*), count(DISTINCT (run_id, case_id, variant, repeat)) FROM cells"
+    total, distinct = db_rows(ws_dir, query)[0]
     assert total == distinct == 2 * 300
     keys = db_rows(ws_dir, "SELECT count(*), count(DISTINCT request_key) FROM responses")[0]
     assert keys[0] == keys[1] == 450  # 150 x (p0, p1, shared): the shared prompt stored once

@@ -128,4 +128,5 @@ def test_kill_9_at_six_points_then_resume_matches_an_uninterrupted_run(tmp_path,
     for col in ("output", "prompt"):
         assert got[col].equals(want[col])
     assert got["retrieved"].map(str).equals(want["retrieved"].map(str))
-    print(f"\nkill -9 survived: {kills}; cells {N_CELLS}; calls after the last kill {fake_llm.stats()['chat'] - before}")
+    paid_last = fake_llm.stats()["chat"] - before
+    print(f"\nkill -9 survived: {kills}; cells {N_CELLS}; calls after the last kill: {paid_last}")
