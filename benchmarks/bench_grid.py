@@ -1,22 +1,26 @@
-"""Grid benchmark: the workbench runner against the floor litellm allows, the ideal, and promptfoo.
+"""Grid benchmark: the workbench on each model-call route against plain client loops, the ideal and promptfoo.
 
-Run from the repository root (about 3-5 minutes with the defaults on 2 cores)::
+Run from the repository root with the project's environment (about 5-8 minutes with the defaults on 2 cores)::
 
-    /work/venv/bin/python benchmarks/bench_grid.py [--cases 200] [--latency 0.05] [--concurrency 16]
-        [--skip-promptfoo] [--big 10000] [--huge 20000] [--trials 3] [--data PATH]
+    python benchmarks/bench_grid.py [--cases 200] [--latency 0.05] [--concurrency 16] [--trials 3]
+        [--data PATH] [--promptfoo PATH | --skip-promptfoo] [--skip-memory] [--quick]
 
-Everything is measured in one invocation against the local OpenAI-compatible test server
-(``tests/openai_server.py``, a separate process) over real HTTP. It prints figures, never asserts:
+Every model call goes over real HTTP to the local OpenAI-compatible test server (``tests/openai_server.py``,
+a separate process). The script prints figures and never asserts. Fairness rules it follows:
 
-1. a 2-prompt x N-case PubMedQA grid: (a) ``exp.run`` in a fresh workspace, (b) a plain
-   asyncio.Semaphore + ``litellm.acompletion`` loop over the same rendered requests (the floor our
-   dependency allows), (c) the ideal calls x latency / concurrency, (d) ``promptfoo eval --no-cache``;
-2. a fully cached re-run of that grid;
-3. a cached re-run of ``--big`` cells (cache filled first at server latency 0);
-4. the peak RSS of a ``--huge``-cell cached run, in a child process (hidden ``--child-mem`` mode);
-5. ``import workbench`` time in a fresh interpreter and which heavy modules it pulls in;
-6. litellm's per-call overhead against raw aiohttp / httpx, a sweep of litellm flags, the workbench's
-   own per-cell overhead at latency 0, and a cProfile of the workbench run.
+- every compared side runs the same number of trials, in an order rotated each trial (drift and warm-up
+  never favour one side); figures are MEDIANS, and every trial is printed too;
+- each side is warmed the same way before timing (one tiny run / one call), and nothing a timed run could
+  reuse is prepared for it (the plain loops' requests are rendered from a separate, throw-away workspace);
+- where promptfoo's process is timed (Node start-up, config loading), the workbench is timed as a cold
+  ``llmops run`` process too (Python start-up and every import included);
+- CPU figures are this process's CPU time (all its threads); the server runs in its own process.
+
+Parts: 1. the grid (a: workbench per route, b: plain litellm loop, b2: plain openai SDK loop, c: ideal,
+d: promptfoo eval); 2. cold processes: ``llmops run`` vs ``promptfoo eval``, and ``llmops demo``;
+3. client CPU per call (concurrency 1, latency 0); 4. the workbench's own per-cell overhead over the SDK
+loop (latency 0); 5. throughput ceiling (latency 0, concurrency 64); 6. cached re-run; 7-8. big cached
+re-run and peak memory (``--skip-memory`` skips them); 9. ``import workbench``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import cProfile
 import io
 import json
 import os
-import pstats
 import resource
 import shutil
 import statistics
@@ -42,17 +44,29 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("/work/shared/data/pubmedqa/ori_pqal.json")
 DEMO_DATA = ROOT / "workbench" / "data" / "pubmedqa_demo.jsonl"
-SETUP_PROMPTFOO = Path("/work/shared/tools/setup-promptfoo.sh")
+# where the project's promptfoo setup script (Node 22 + promptfoo from npm) puts its wrapper by default
+PROMPTFOO_DEFAULT = Path.home() / ".cache" / "llmops-peers" / "promptfoo"
 MODEL = "openai/test-model"
 API_KEY = "sk-test"
 PROMPTS = (("p1", "Question: {{ question }}"), ("p2", "Please answer: {{ question }}"))
-HEAVY = ("litellm", "pandas", "faiss", "duckdb", "pyarrow", "numpy", "openai", "httpx", "aiohttp", "jinja2")
+HEAVY = ("litellm", "openai", "pandas", "faiss", "duckdb", "pyarrow", "numpy", "httpx", "aiohttp", "jinja2")
+ROUTES = ("openai", "litellm")
 
 
-# ---------------------------------------------------------------------------------------------
-# small helpers
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def spread(xs: list[float]) -> str:
+    """All trials, so a reader sees the noise behind a median."""
+    return " ".join(f"{x:.3f}" for x in xs)
+
+
+def rotated(sides: list[str], trial: int) -> list[str]:
+    """Trial k runs the sides starting from side k: each side goes first equally often."""
+    k = trial % len(sides)
+    return sides[k:] + sides[:k]
 
 
 def out(line: str = "") -> None:
@@ -122,9 +136,10 @@ def quiet_stderr() -> Iterator[None]:
 # data
 
 
-def load_base_cases(path: Path) -> tuple[list[dict[str, str]], str]:
-    """PubMedQA labelled questions (id, question, long answer); the shipped demo subset if ``path`` is absent."""
-    if path.exists():
+def load_base_cases(path: Path | None) -> tuple[list[dict[str, str]], str]:
+    """PubMedQA labelled questions (id, question, long answer) from ``--data`` (``ori_pqal.json``), else the
+    200 questions shipped with the package."""
+    if path is not None and path.exists():
         raw = json.loads(path.read_text())
         rows = [{"id": pmid, "question": v["QUESTION"], "answer": v["LONG_ANSWER"]} for pmid, v in raw.items()]
         return rows, f"{path} ({len(rows)} questions)"
@@ -134,7 +149,8 @@ def load_base_cases(path: Path) -> tuple[list[dict[str, str]], str]:
             if line.strip():
                 r = json.loads(line)
                 rows.append({"id": str(r["pmid"]), "question": r["question"], "answer": r["long_answer"]})
-    return rows, f"{DEMO_DATA} ({len(rows)} questions; {path} not found)"
+    where = DEMO_DATA.relative_to(ROOT)
+    return rows, f"{where} ({len(rows)} questions{'; ' + str(path) + ' not found' if path else ''})"
 
 
 def make_cases(base: list[dict[str, str]], n: int) -> list[dict[str, str]]:
@@ -158,23 +174,26 @@ def make_cases(base: list[dict[str, str]], n: int) -> list[dict[str, str]]:
 # workbench side
 
 
-def build_experiment(ws: Any, ds: Any, base_url: str, concurrency: int) -> Any:
+def model_spec(base_url: str, client: str = "openai") -> dict[str, Any]:
+    return {"name": "m", "model": MODEL, "api_base": base_url, "params": {"temperature": 0}, "client": client}
+
+
+def build_experiment(ws: Any, ds: Any, base_url: str, concurrency: int, client: str = "openai") -> Any:
     import workbench as wb
 
     return ws.experiment(
-        ds, [wb.Prompt(name, user) for name, user in PROMPTS],
-        [{"name": "m", "model": MODEL, "api_base": base_url, "params": {"temperature": 0}}],
+        ds, [wb.Prompt(name, user) for name, user in PROMPTS], [model_spec(base_url, client)],
         [{"name": "token_f1", "expected": "answer"}], concurrency=concurrency,
     )
 
 
 def fresh_experiment(root: Path, label: str, cases: list[dict[str, str]], base_url: str, concurrency: int,
-                     dataset: str = "bench") -> Any:
+                     dataset: str = "bench", client: str = "openai") -> Any:
     import workbench as wb
 
     ws = wb.open(tempfile.mkdtemp(prefix=f"{label}-", dir=root))
     ds = ws.add_dataset(dataset, cases, id="id")
-    return build_experiment(ws, ds, base_url, concurrency)
+    return build_experiment(ws, ds, base_url, concurrency, client)
 
 
 def timed_run(exp: Any, progress: bool = False) -> tuple[float, float, Any]:
@@ -226,13 +245,33 @@ class StoreTimer:
 # plain loops (the floor)
 
 
+# ---------------------------------------------------------------------------------------------
+# plain client loops (the floors)
+
+
 def litellm_mod() -> Any:
-    from workbench.llm import litellm_module
+    from workbench.providers import litellm_module
 
     return litellm_module()
 
 
-async def plain_litellm(requests: list[list[dict[str, str]]], base_url: str, concurrency: int) -> list[str]:
+def render_requests(cases: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    """The grid's requests, case-major like the runner; checked against a workbench plan by ``check_requests``."""
+    return [[{"role": "user", "content": user.replace("{{ question }}", c["question"])}]
+            for c in cases for _, user in PROMPTS]
+
+
+def check_requests(root: Path, cases: list[dict[str, str]], base_url: str, concurrency: int) -> None:
+    """The plain loops send exactly what the workbench sends: compared with a plan made in a throw-away
+    workspace (so no timed workbench run finds anything prepared)."""
+    exp = fresh_experiment(root, "reference", cases, base_url, concurrency)
+    planned = sorted(json.dumps(c.messages) for c in exp.plan().cells)
+    ours = sorted(json.dumps(m) for m in render_requests(cases))
+    if planned != ours:
+        raise SystemExit("bench_grid: the plain loops' requests differ from the workbench's; fix render_requests")
+
+
+async def plain_litellm(requests: list[list[dict[str, str]]], base_url: str, concurrency: int) -> int:
     litellm = litellm_mod()
     sem = asyncio.Semaphore(concurrency)
 
@@ -242,145 +281,41 @@ async def plain_litellm(requests: list[list[dict[str, str]]], base_url: str, con
                                              temperature=0, max_retries=0)
             return str(resp.choices[0].message.content)
 
-    return await asyncio.gather(*(one(m) for m in requests))
+    return len(await asyncio.gather(*(one(m) for m in requests)))
 
 
-def time_plain(requests: list[list[dict[str, str]]], base_url: str, concurrency: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of the plain loop."""
+async def plain_openai(requests: list[list[dict[str, str]]], base_url: str, concurrency: int) -> int:
+    """The new floor: one ``openai.AsyncOpenAI`` with the aiohttp transport, pooled to the concurrency."""
+    import openai
+
+    from workbench.providers import _limits
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0,
+                                http_client=openai.DefaultAioHttpClient(limits=_limits(concurrency)))
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(messages: list[dict[str, str]]) -> str:
+        async with sem:
+            resp = await client.chat.completions.create(model="test-model", messages=messages, temperature=0)  # type: ignore[arg-type]
+            return str(resp.choices[0].message.content)
+
+    try:
+        return len(await asyncio.gather(*(one(m) for m in requests)))
+    finally:
+        await client.close()
+
+
+PLAIN = {"b": plain_litellm, "b2": plain_openai}
+
+
+def time_plain(which: str, requests: list[list[dict[str, str]]], base_url: str, concurrency: int
+               ) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one plain loop."""
     t, cpu = time.perf_counter(), time.process_time()
-    outputs = asyncio.run(plain_litellm(requests, base_url, concurrency))
+    n = asyncio.run(PLAIN[which](requests, base_url, concurrency))
     elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
-    assert len(outputs) == len(requests)
+    assert n == len(requests)
     return elapsed, cpu
-
-
-async def sequential_litellm(base_url: str, n: int, extra: dict[str, Any] | None = None) -> tuple[float, float]:
-    litellm = litellm_mod()
-    wall, cpu = time.perf_counter(), time.process_time()
-    for i in range(n):
-        await litellm.acompletion(model=MODEL, messages=[{"role": "user", "content": f"Question: overhead probe {i}?"}],
-                                  api_base=base_url, api_key=API_KEY, temperature=0, max_retries=0, **(extra or {}))
-    return (time.perf_counter() - wall) / n * 1000, (time.process_time() - cpu) / n * 1000
-
-
-def _body(i: int) -> dict[str, Any]:
-    return {"model": "test-model", "temperature": 0,
-            "messages": [{"role": "user", "content": f"Question: overhead probe {i}?"}]}
-
-
-async def sequential_aiohttp(base_url: str, n: int) -> tuple[float, float]:
-    import aiohttp
-
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    async with aiohttp.ClientSession() as session:
-        wall, cpu = time.perf_counter(), time.process_time()
-        for i in range(n):
-            async with session.post(base_url + "/chat/completions", json=_body(i), headers=headers) as r:
-                data = await r.json()
-                _ = data["choices"][0]["message"]["content"]
-        return (time.perf_counter() - wall) / n * 1000, (time.process_time() - cpu) / n * 1000
-
-
-async def sequential_httpx(base_url: str, n: int) -> tuple[float, float]:
-    import httpx
-
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    async with httpx.AsyncClient() as client:
-        wall, cpu = time.perf_counter(), time.process_time()
-        for i in range(n):
-            r = await client.post(base_url + "/chat/completions", json=_body(i), headers=headers)
-            _ = r.json()["choices"][0]["message"]["content"]
-        return (time.perf_counter() - wall) / n * 1000, (time.process_time() - cpu) / n * 1000
-
-
-# ---------------------------------------------------------------------------------------------
-# promptfoo
-
-
-def run_promptfoo(args: argparse.Namespace, server: Any, cases: list[dict[str, str]], root: Path) -> dict[str, Any]:
-    """Install (idempotent), warm up on a 1-case config, then time ``promptfoo eval`` on the full grid."""
-    res: dict[str, Any] = {"seconds": None, "note": ""}
-    if not SETUP_PROMPTFOO.exists():
-        res["note"] = f"{SETUP_PROMPTFOO} not found"
-        return res
-    try:
-        t = time.perf_counter()
-        setup = subprocess.run(["bash", str(SETUP_PROMPTFOO)], capture_output=True, text=True, timeout=900)
-        res["setup_seconds"] = time.perf_counter() - t
-    except subprocess.TimeoutExpired:
-        res["note"] = "setup-promptfoo.sh timed out after 900 s"
-        return res
-    wrapper = setup.stdout.strip().splitlines()[-1] if setup.stdout.strip() else ""
-    if setup.returncode != 0 or not wrapper or not Path(wrapper).exists():
-        res["note"] = f"setup-promptfoo.sh failed (rc={setup.returncode}): {setup.stderr.strip()[-500:]}"
-        return res
-    pf_dir = root / "promptfoo"
-    pf_dir.mkdir(exist_ok=True)
-    env = dict(os.environ, PROMPTFOO_CONFIG_DIR=str(pf_dir / "home"), PROMPTFOO_DISABLE_TELEMETRY="1",
-               PROMPTFOO_DISABLE_UPDATE="1", NO_COLOR="1")
-    version = subprocess.run([wrapper, "--version"], capture_output=True, text=True, timeout=120, env=env)
-    res["version"] = version.stdout.strip()
-    t = time.perf_counter()
-    subprocess.run([wrapper, "--version"], capture_output=True, text=True, timeout=120, env=env)
-    res["startup_seconds"] = time.perf_counter() - t
-
-    def config(path: Path, rows: list[dict[str, str]]) -> None:
-        cfg = {
-            "description": "workbench bench_grid",
-            "prompts": [user for _, user in PROMPTS],
-            "providers": [{"id": "openai:chat:test-model",
-                           "config": {"apiBaseUrl": server.base_url, "apiKey": API_KEY, "temperature": 0}}],
-            "tests": [{"vars": {"question": r["question"]}} for r in rows],
-        }
-        path.write_text(json.dumps(cfg, indent=1))  # JSON is YAML
-
-    def evaluate(path: Path, output: Path) -> tuple[subprocess.CompletedProcess[str] | None, float]:
-        cmd = [wrapper, "eval", "-c", str(path), "--no-cache", "-j", str(args.concurrency), "--no-table",
-               "--no-progress-bar", "--no-share", "-o", str(output)]
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.promptfoo_timeout, env=env,
-                                  cwd=pf_dir)
-        except subprocess.TimeoutExpired:
-            return None, time.perf_counter() - t0
-        return proc, time.perf_counter() - t0
-
-    warm_cfg, full_cfg = pf_dir / "warmup.yaml", pf_dir / "promptfooconfig.yaml"
-    config(warm_cfg, cases[:1])
-    config(full_cfg, cases)
-    proc, seconds = evaluate(warm_cfg, pf_dir / "warmup.json")
-    res["warmup_seconds"] = seconds
-    if proc is None:
-        res["note"] = f"promptfoo warm-up eval timed out after {args.promptfoo_timeout} s"
-        return res
-    reset_server(server, args.latency)
-    proc, seconds = evaluate(full_cfg, pf_dir / "results.json")
-    stats = server.stats()
-    res["requests"], res["max_in_flight"] = stats["chat"], stats["max_in_flight"]
-    if proc is None:
-        res["note"] = f"promptfoo eval timed out after {args.promptfoo_timeout} s ({stats['chat']} requests made)"
-        return res
-    expected = len(cases) * len(PROMPTS)
-    # promptfoo exits 100 when some test "fails"; with no assertions it should be 0. Either way count requests.
-    if stats["chat"] != expected:
-        res["note"] = (f"promptfoo made {stats['chat']} requests, expected {expected} (rc={proc.returncode}); "
-                       f"stderr: {proc.stderr.strip()[-400:]} stdout: {proc.stdout.strip()[-400:]}")
-        return res
-    res["seconds"] = seconds
-    res["returncode"] = proc.returncode
-    try:
-        stats = json.loads((pf_dir / "results.json").read_text())["results"]["stats"]
-        res["successes"], res["errors"] = stats.get("successes"), stats.get("errors")
-        res["eval_ms"] = stats.get("evaluationDurationMs") or stats.get("durationMs")
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    if res.get("errors"):
-        res["note"] = f"{res['errors']} of the promptfoo results are errors"
-    return res
-
-
-# ---------------------------------------------------------------------------------------------
-# sections
 
 
 def reset_server(server: Any, latency: float) -> None:
@@ -388,141 +323,426 @@ def reset_server(server: Any, latency: float) -> None:
     server.configure(latency=latency)
 
 
+def run_sides(sides: list[str], trials: int, one: Callable[[str, int], dict[str, Any]]) -> dict[str, list[dict]]:
+    """Run every side once per trial, order rotated per trial; returns each side's trial records."""
+    got: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
+    for trial in range(trials):
+        for side in rotated(sides, trial):
+            got[side].append(one(side, trial))
+    return got
+
+
+def grid_side(side: str, trial: int, *, root: Path, server: Any, cases: list[dict[str, str]], requests: list,
+              latency: float, concurrency: int, label: str) -> dict[str, Any]:
+    """One timed run of one side: 'a-openai' / 'a-litellm' (exp.run, fresh workspace), 'b' / 'b2' (plain loops)."""
+    reset_server(server, latency)
+    if side.startswith("a-"):
+        exp = fresh_experiment(root, f"{label}-{side}-{trial}", cases, server.base_url, concurrency,
+                               client=side[2:])
+        wall, cpu, run = timed_run(exp)
+        st = server.stats()
+        if run.last.model_calls != len(requests) or st["chat"] != len(requests):
+            out(f"  WARNING {side}: workbench made {run.last.model_calls} calls, server saw {st['chat']}")
+        return {"wall": wall, "cpu": cpu, "inflight": st["max_in_flight"], "clients": run.last.clients}
+    wall, cpu = time_plain(side, requests, server.base_url, concurrency)
+    st = server.stats()
+    if st["chat"] != len(requests):
+        out(f"  WARNING {side}: server saw {st['chat']} requests, expected {len(requests)}")
+    return {"wall": wall, "cpu": cpu, "inflight": st["max_in_flight"]}
+
+
+def summarise(got: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {s: {"wall": med([r["wall"] for r in rs]), "cpu": med([r["cpu"] for r in rs]),
+                "walls": [r["wall"] for r in rs], "cpus": [r["cpu"] for r in rs],
+                "inflight": max(r["inflight"] for r in rs)} for s, rs in got.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# promptfoo
+
+
+def find_promptfoo(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The promptfoo executable: --promptfoo, $PROMPTFOO, `promptfoo` on PATH, or the setup script's default."""
+    if args.skip_promptfoo:
+        return None, "skipped (--skip-promptfoo)"
+    for candidate in (args.promptfoo, os.environ.get("PROMPTFOO"), shutil.which("promptfoo"), str(PROMPTFOO_DEFAULT)):
+        if candidate and Path(candidate).exists():
+            return candidate, ""
+    return None, ("promptfoo not installed: it needs Node 22 (install it, e.g. with the project's "
+                  "setup-promptfoo.sh, and pass --promptfoo PATH); the promptfoo figures are skipped")
+
+
+class Promptfoo:
+    """``promptfoo eval --no-cache`` on the same grid, as a whole process (Node start-up included)."""
+
+    def __init__(self, exe: str, server: Any, cases: list[dict[str, str]], root: Path, concurrency: int,
+                 timeout: float) -> None:
+        self.exe, self.server, self.cases, self.concurrency, self.timeout = exe, server, cases, concurrency, timeout
+        self.dir = root / "promptfoo"
+        self.dir.mkdir(exist_ok=True)
+        self.env = dict(os.environ, PROMPTFOO_CONFIG_DIR=str(self.dir / "home"), PROMPTFOO_DISABLE_TELEMETRY="1",
+                        PROMPTFOO_DISABLE_UPDATE="1", NO_COLOR="1")
+        self.version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120,
+                                      env=self.env).stdout.strip()
+
+    def _config(self, path: Path, rows: list[dict[str, str]]) -> None:
+        cfg = {
+            "description": "workbench bench_grid",
+            "prompts": [user for _, user in PROMPTS],
+            "providers": [{"id": "openai:chat:test-model",
+                           "config": {"apiBaseUrl": self.server.base_url, "apiKey": API_KEY, "temperature": 0}}],
+            "tests": [{"vars": {"question": r["question"]}} for r in rows],
+        }
+        path.write_text(json.dumps(cfg, indent=1))  # JSON is YAML
+
+    def eval(self, rows: list[dict[str, str]], name: str) -> dict[str, Any]:
+        cfg, output = self.dir / f"{name}.yaml", self.dir / f"{name}.json"
+        self._config(cfg, rows)
+        cmd = [self.exe, "eval", "-c", str(cfg), "--no-cache", "-j", str(self.concurrency), "--no-table",
+               "--no-progress-bar", "--no-share", "-o", str(output)]
+        t = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, env=self.env,
+                                  cwd=self.dir)
+        except subprocess.TimeoutExpired:
+            return {"wall": None, "note": f"timed out after {self.timeout:g} s"}
+        res: dict[str, Any] = {"wall": time.perf_counter() - t, "rc": proc.returncode}
+        st = self.server.stats()
+        res["requests"], res["inflight"] = st["chat"], st["max_in_flight"]
+        try:
+            stats = json.loads(output.read_text())["results"]["stats"]
+            res["errors"] = stats.get("errors")
+            ms = stats.get("evaluationDurationMs") or stats.get("durationMs")
+            res["eval_s"] = ms / 1000 if ms else None
+        except (OSError, ValueError, KeyError, TypeError):
+            res["eval_s"] = None
+        expected = len(rows) * len(PROMPTS)
+        if st["chat"] != expected or res.get("errors"):
+            res["note"] = (f"made {st['chat']} requests (expected {expected}), {res.get('errors')} errors, "
+                           f"rc={proc.returncode}: {proc.stderr.strip()[-300:]}")
+        return res
+# ---------------------------------------------------------------------------------------------
+# 1. the grid
+
+
 def section_grid(args: argparse.Namespace, server: Any, cases: list[dict[str, str]], root: Path,
-                 results: dict[str, Any]) -> Any:
+                 results: dict[str, Any], pf: Promptfoo | None) -> None:
     n_calls = len(cases) * len(PROMPTS)
-    header(f"1. Grid: {len(PROMPTS)} prompts x {len(cases)} cases = {n_calls} calls, "
-           f"latency {args.latency * 1000:g} ms, concurrency {args.concurrency}")
-    # Warm-up: litellm import (reported), the first HTTP call, and the workbench's first run (duckdb, pyarrow...).
+    header(f"1. Grid: {len(PROMPTS)} prompts x {len(cases)} cases = {n_calls} calls, latency "
+           f"{args.latency * 1000:g} ms, concurrency {args.concurrency}; {args.trials} trials per side, order "
+           "rotated per trial, MEDIANS")
+    requests = render_requests(cases)
+    check_requests(root, cases, server.base_url, args.concurrency)
+    # Same warm-up for every side: the imports it needs and one small run / call, none of it timed.
     t = time.perf_counter()
     litellm_mod()
     results["litellm_import"] = time.perf_counter() - t
-    asyncio.run(plain_litellm([[{"role": "user", "content": "warm-up"}]], server.base_url, 1))
-    t = time.perf_counter()
-    exp = fresh_experiment(root, "warmup", cases[:4], server.base_url, args.concurrency)
-    exp.run(progress=False)
-    results["wb_first_run"] = time.perf_counter() - t
-    out(f"litellm import (excluded from a and b): {results['litellm_import']:.2f} s; workbench first tiny run "
-        f"(duckdb/pyarrow/metric imports, excluded): {results['wb_first_run']:.2f} s")
-
-    a_times: list[float] = []
-    b_times: list[float] = []
-    a_cpu: list[float] = []
-    b_cpu: list[float] = []
-    a_inflight: list[int] = []
-    b_inflight: list[int] = []
-    a_seconds: list[float] = []
-    for trial in range(args.trials):
-        exp = fresh_experiment(root, f"grid{trial}", cases, server.base_url, args.concurrency)
-        requests = [c.messages for c in exp.plan().cells]
-        assert len(requests) == n_calls and len({json.dumps(m) for m in requests}) == n_calls
-        order = ("a", "b") if trial % 2 == 0 else ("b", "a")  # alternate, so drift does not favour one side
-        for which in order:
-            reset_server(server, args.latency)
-            if which == "a":
-                seconds, cpu, run = timed_run(exp)
-                a_times.append(seconds)
-                a_cpu.append(cpu)
-                a_seconds.append(run.last.seconds)
-                st = server.stats()
-                a_inflight.append(st["max_in_flight"])
-                if run.last.model_calls != n_calls or st["chat"] != n_calls:
-                    out(f"  WARNING: workbench made {run.last.model_calls} calls, server saw {st['chat']}")
-                results["grid_exp"] = exp
-            else:
-                seconds, cpu = time_plain(requests, server.base_url, args.concurrency)
-                b_times.append(seconds)
-                b_cpu.append(cpu)
-                st = server.stats()
-                b_inflight.append(st["max_in_flight"])
-                if st["chat"] != n_calls:
-                    out(f"  WARNING: plain loop: server saw {st['chat']} requests")
-        out(f"trial {trial + 1}: a = {a_times[-1]:.3f} s wall / {a_cpu[-1]:.3f} s CPU (run.last.seconds "
-            f"{a_seconds[-1]:.3f}; plan + create_run {a_times[-1] - a_seconds[-1]:.3f}), "
-            f"b = {b_times[-1]:.3f} s wall / {b_cpu[-1]:.3f} s CPU")
-    results["a"] = statistics.median(a_times)
-    results["b"] = statistics.median(b_times)
-    results["a_all"], results["b_all"] = a_times, b_times
-    results["a_cpu"], results["b_cpu"] = statistics.median(a_cpu), statistics.median(b_cpu)
-    results["a_inflight"], results["b_inflight"] = max(a_inflight), max(b_inflight)
+    for side in ("b", "b2"):
+        time_plain(side, requests[:2], server.base_url, 2)
+    for client in ROUTES:
+        fresh_experiment(root, f"warm-{client}", cases[:2], server.base_url, 2, client=client).run(progress=False)
+    out(f"warm-up (not timed, same for every side): litellm import {results['litellm_import']:.2f} s; "
+        "one small run per workbench route, one small batch per plain loop")
+    sides = ["a-openai", "a-litellm", "b", "b2"]
+    got = run_sides(sides, args.trials, lambda s, k: grid_side(
+        s, k, root=root, server=server, cases=cases, requests=requests, latency=args.latency,
+        concurrency=args.concurrency, label="grid"))
+    g = results["grid"] = summarise(got)
     results["c"] = n_calls * args.latency / args.concurrency
     results["n_calls"] = n_calls
-
-    if args.skip_promptfoo:
-        results["d"] = None
-        results["d_note"] = "skipped (--skip-promptfoo)"
-    else:
-        out("promptfoo: installing / checking (shared/tools/setup-promptfoo.sh), warm-up eval, then the timed eval ...")
-        try:
-            pf = run_promptfoo(args, server, cases, root)
-        except (OSError, subprocess.SubprocessError) as exc:
-            pf = {"seconds": None, "note": f"{type(exc).__name__}: {exc}"}
-        results["d"] = pf["seconds"]
-        results["d_info"] = pf
-        results["d_note"] = pf.get("note", "")
-        if pf.get("version"):
-            eval_s = f"{pf['eval_ms'] / 1000:.2f} s" if pf.get("eval_ms") else "n/a"
-            out(f"promptfoo {pf['version']}: CLI start-up (`promptfoo --version`) "
-                f"{pf.get('startup_seconds', 0):.2f} s, "
-                f"warm-up eval (1 case) {pf.get('warmup_seconds', 0):.2f} s; timed eval made {pf.get('requests')} "
-                f"requests (max in flight {pf.get('max_in_flight')}), results: {pf.get('successes')} ok / "
-                f"{pf.get('errors')} errors; promptfoo's own evaluation duration {eval_s} (its wall time below "
-                "also counts Node start-up, config loading and writing its results)")
-        if results["d"] is None:
-            out(f"promptfoo not measured: {results['d_note']}")
-    print_grid_table(results)
-    return results["grid_exp"]
-
-
-def print_grid_table(r: dict[str, Any]) -> None:
-    out()
-    d = r.get("d")
-    pf = r.get("d_info") or {}
+    served = {r["clients"].get("m") for r in got["a-openai"]} | {r["clients"].get("m") for r in got["a-litellm"]}
+    if pf is not None:
+        out("promptfoo: one warm-up eval (1 case, not timed), then the same grid, timed as a process ...")
+        pf.eval(cases[:1], "warmup")
+        d_runs = []
+        for _ in range(args.process_trials):
+            reset_server(server, args.latency)
+            d_runs.append(pf.eval(cases, "grid"))
+        ok = [r for r in d_runs if r.get("wall") is not None and not r.get("note")]
+        results["d"] = med([r["wall"] for r in ok]) if ok else None
+        results["d_eval"] = med([r["eval_s"] for r in ok if r.get("eval_s")]) if any(r.get("eval_s") for r in ok) \
+            else None
+        results["d_walls"] = [r["wall"] for r in ok]
+        results["d_inflight"] = max((r.get("inflight", 0) for r in ok), default=None)
+        for r in d_runs:
+            if r.get("note"):
+                out(f"  promptfoo trial not counted: {r['note']}")
     rows = [
-        ["a", "workbench exp.run (fresh workspace, median)", fmt_s(r["a"]), fmt_s(r["a_cpu"]), r["a_inflight"],
-         " ".join(f"{x:.3f}" for x in r["a_all"])],
-        ["b", "plain asyncio + litellm.acompletion (median)", fmt_s(r["b"]), fmt_s(r["b_cpu"]), r["b_inflight"],
-         " ".join(f"{x:.3f}" for x in r["b_all"])],
-        ["c", "ideal = calls x latency / concurrency", fmt_s(r["c"]), "", "", ""],
-        ["d", "promptfoo eval --no-cache -j N (incl. node start-up)", fmt_s(d), "", pf.get("max_in_flight", ""),
-         r.get("d_note", "")],
+        ["a", "workbench exp.run, openai SDK route", g["a-openai"]],
+        ["a'", "workbench exp.run, litellm route", g["a-litellm"]],
+        ["b", "plain asyncio + litellm.acompletion", g["b"]],
+        ["b2", "plain asyncio + openai SDK (aiohttp)", g["b2"]],
     ]
-    table(rows, ["", "what", "wall s", "client CPU s", "max in flight", "trials (wall s) / note"])
-    out()
-    ab = r["a"] / r["b"]
-    out(f"a/b = {ab:.3f} (median wall; target <= 1.25)   best-of-trials a/b = {min(r['a_all']) / min(r['b_all']):.3f}"
-        f"   CPU a/b = {r['a_cpu'] / r['b_cpu']:.3f}   a/c = {r['a'] / r['c']:.3f}   b/c = {r['b'] / r['c']:.3f}")
-    out(f"b is CPU-bound when litellm's CPU per call x calls ({r['b_cpu']:.2f} s) exceeds the ideal ({r['c']:.2f} s): "
-        "one event loop cannot issue requests faster than litellm's own overhead allows.")
-    if d:
-        line = (f"a/d = {r['a'] / d:.3f}  (target < 1)   (a + litellm import {r['a'] + r['litellm_import']:.3f} s "
-                f"vs d: {(r['a'] + r['litellm_import']) / d:.3f}")
-        if pf.get("eval_ms"):
-            line += (f"; a vs promptfoo's own evaluation duration {pf['eval_ms'] / 1000:.3f} s: "
-                     f"{r['a'] * 1000 / pf['eval_ms']:.3f}")
-        out(line + ")")
+    table([[k, what, f"{r['wall']:.3f}", f"{r['cpu']:.3f}", r["inflight"], spread(r["walls"])] for k, what, r in rows]
+          + [["c", "ideal = calls x latency / concurrency", f"{results['c']:.3f}", "", "", ""]]
+          + ([["d", f"promptfoo {pf.version} eval process (Node start-up incl.)", fmt_s(results.get("d")), "",
+               results.get("d_inflight", ""), spread(results.get("d_walls") or [])]] if pf else
+             [["d", "promptfoo", "n/a", "", "", results.get("d_note", "")]]),
+          ["", "what", "median wall s", "median CPU s", "max in flight", "all trials (wall s)"])
+    a, a2, b, b2 = (g[s]["wall"] for s in ("a-openai", "a-litellm", "b", "b2"))
+    c = results["c"]
+    out(f"routes that served the runs: {sorted(x for x in served if x)}")
+    out(f"a/b2 = {a / b2:.3f} (target <= 1.15)   a/c = {a / c:.3f} (target <= 1.6)   a'/b = {a2 / b:.3f}   "
+        f"a/a' = {a / a2:.3f}   b2/b = {b2 / b:.3f}   CPU a/b2 = {g['a-openai']['cpu'] / g['b2']['cpu']:.3f}")
+    if results.get("d_eval"):
+        out(f"in-process comparison, start-up excluded on both sides: a = {a:.3f} s vs promptfoo's own evaluation "
+            f"duration {results['d_eval']:.3f} s -> {a / results['d_eval']:.3f}. Whole processes: part 2.")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. cold processes
+
+
+def write_spec(root: Path, cases: list[dict[str, str]], base_url: str, concurrency: int, client: str) -> Path:
+    data = root / "grid.jsonl"
+    if not data.exists():
+        data.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    spec = {
+        "dataset": {"name": "bench", "path": str(data), "id": "id"},
+        "prompts": [{"name": name, "user": user} for name, user in PROMPTS],
+        "models": [model_spec(base_url, client)],
+        "metrics": [{"name": "token_f1", "expected": "answer"}],
+        "concurrency": concurrency,
+    }
+    path = root / f"spec-{client}.yaml"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPROFILEIMPORTTIME", "OPENAI_API_KEY")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env | extra
+
+
+def cold_cli(argv: list[str], root: Path, env: dict[str, str], timeout: float = 600) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of ``python -m workbench.cli ARGV`` (what the ``llmops`` script runs), imports included."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=root)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"llmops {' '.join(argv)} failed: {proc.stderr.strip()[-800:]}")
+    return wall, json.loads(proc.stdout)
+
+
+def section_processes(args: argparse.Namespace, server: Any, cases: list[dict[str, str]], root: Path,
+                      results: dict[str, Any], pf: Promptfoo | None) -> None:
+    n_calls = len(cases) * len(PROMPTS)
+    header(f"2. Cold processes on the same {n_calls}-call grid ({args.process_trials} trials per side, order "
+           "rotated, MEDIANS): `llmops run` (Python start-up and every import counted) vs `promptfoo eval` "
+           "(Node start-up counted)")
+    env = cli_env()
+    specs = {c: write_spec(root, cases, server.base_url, args.concurrency, c) for c in ROUTES}
+    sides = [f"llmops-{c}" for c in ROUTES] + (["promptfoo"] if pf else [])
+
+    def one(side: str, trial: int) -> dict[str, Any]:
+        reset_server(server, args.latency)
+        if side == "promptfoo":
+            assert pf is not None
+            r = pf.eval(cases, "process")
+            return {"wall": r.get("wall") if not r.get("note") else None}
+        client = side.split("-", 1)[1]
+        ws = tempfile.mkdtemp(prefix=f"cold-{client}-", dir=root)
+        wall, summary = cold_cli(["run", str(specs[client]), "--json", "-w", ws], root, env)
+        return {"wall": wall, "calls": summary.get("model_calls"), "clients": summary.get("clients")}
+
+    got = run_sides(sides, args.process_trials, one)
+    rows = []
+    for side, rs in got.items():
+        walls = [r["wall"] for r in rs if r["wall"] is not None]
+        results[f"proc_{side}"] = med(walls) if walls else None
+        rows.append([side, fmt_s(results[f"proc_{side}"]), spread(walls),
+                     ", ".join(sorted({str(r.get("clients")) for r in rs})) if side != "promptfoo" else ""])
+    table(rows, ["process", "median wall s", "all trials", "routes served (from --json)"])
+    lo, p = results.get("proc_llmops-openai"), results.get("proc_promptfoo")
+    if lo and p:
+        out(f"cold llmops run (openai route) / promptfoo process = {lo / p:.3f} (target <= 0.5)")
     else:
-        out("a/d = n/a (promptfoo not measured)")
+        out("cold llmops run / promptfoo process = n/a (promptfoo not measured)")
+
+    demo_env = cli_env(HF_HUB_OFFLINE="1")
+    walls = []
+    for k in range(args.process_trials):
+        ws = tempfile.mkdtemp(prefix="demo-", dir=root)
+        wall, summary = cold_cli(["demo", "--json", "-w", ws], root, demo_env)
+        walls.append(wall)
+        if k == 0:
+            out(f"cold `llmops demo`: {summary.get('stored')} cells, routes {summary.get('clients')}")
+    results["demo"] = med(walls)
+    out(f"cold `llmops demo` in a fresh workspace: median {results['demo']:.2f} s (trials {spread(walls)}; "
+        "target < 10 s)")
 
 
-def section_cached_grid(exp: Any, results: dict[str, Any]) -> None:
-    header("2. Fully cached re-run of the same grid (same experiment, second exp.run)")
-    times, calls, cached = [], [], []
+# ---------------------------------------------------------------------------------------------
+# 3. client CPU per call
+
+
+def _probe(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Question: overhead probe {i}?"}]
+
+
+async def _seq(n: int, call: Callable[[int], Any], setup: Callable[[], Any] | None = None,
+               teardown: Callable[[], Any] | None = None) -> tuple[float, float]:
+    if setup is not None:
+        await setup()
+    await call(-1)  # warm: connection, lazy imports
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        await call(i)
+    res = (time.perf_counter() - wall) / n * 1000, (time.process_time() - cpu) / n * 1000
+    if teardown is not None:
+        await teardown()
+    return res
+
+
+def cpu_clients(base_url: str) -> dict[str, Callable[[int], Any]]:
+    """Each client as a coroutine factory doing N sequential calls."""
+    import aiohttp
+    import openai
+
+    from workbench.llm import Gateway, ModelConfig
+
+    def litellm_calls(n: int) -> Any:
+        litellm = litellm_mod()
+        return _seq(n, lambda i: litellm.acompletion(model=MODEL, messages=_probe(i), api_base=base_url,
+                                                     api_key=API_KEY, temperature=0, max_retries=0))
+
+    def sdk_calls(n: int, transport: str) -> Any:
+        box: dict[str, Any] = {}
+
+        async def setup() -> None:
+            http = openai.DefaultAioHttpClient() if transport == "aiohttp" else openai.DefaultAsyncHttpxClient()
+            box["c"] = openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0, http_client=http)
+
+        async def teardown() -> None:
+            await box["c"].close()
+
+        return _seq(n, lambda i: box["c"].chat.completions.create(model="test-model", messages=_probe(i),
+                                                                  temperature=0), setup, teardown)
+
+    def aiohttp_calls(n: int) -> Any:
+        box: dict[str, Any] = {}
+
+        async def setup() -> None:
+            box["s"] = aiohttp.ClientSession()
+
+        async def call(i: int) -> Any:
+            body = {"model": "test-model", "temperature": 0, "messages": _probe(i)}
+            async with box["s"].post(base_url + "/chat/completions", json=body,
+                                     headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+                return (await r.json())["choices"][0]["message"]["content"]
+
+        async def teardown() -> None:
+            await box["s"].close()
+
+        return _seq(n, call, setup, teardown)
+
+    def gateway_calls(n: int, client: str) -> Any:
+        cfg = ModelConfig("m", MODEL, params={"temperature": 0}, api_base=base_url, client=client)
+        gw = Gateway(1)
+        return _seq(n, lambda i: gw.complete(cfg, _probe(i)), None, gw.aclose)
+
+    return {
+        "litellm.acompletion": litellm_calls,
+        "openai SDK, aiohttp transport": lambda n: sdk_calls(n, "aiohttp"),
+        "openai SDK, default httpx transport": lambda n: sdk_calls(n, "httpx"),
+        "raw aiohttp POST (no SDK)": aiohttp_calls,
+        "workbench Gateway, openai route": lambda n: gateway_calls(n, "openai"),
+        "workbench Gateway, litellm route": lambda n: gateway_calls(n, "litellm"),
+    }
+
+
+def section_cpu(args: argparse.Namespace, server: Any, results: dict[str, Any]) -> None:
+    header(f"3. Client CPU per call: {args.cpu_calls} sequential calls, latency 0, concurrency 1; "
+           f"{args.cpu_rounds} rounds, order rotated per round, MEDIANS")
+    reset_server(server, 0.0)
+    clients = cpu_clients(server.base_url)
+    got = run_sides(list(clients), args.cpu_rounds, lambda s, k: dict(
+        zip(("wall", "cpu"), asyncio.run(clients[s](args.cpu_calls)))))
+    rows, results["cpu"] = [], {}
+    for name, rs in got.items():
+        cpu = med([r["cpu"] for r in rs])
+        results["cpu"][name] = cpu
+        rows.append([name, f"{med([r['wall'] for r in rs]):.2f}", f"{cpu:.2f}", spread([r["cpu"] for r in rs])])
+    table(rows, ["client", "median wall ms/call", "median CPU ms/call", "CPU ms/call, all rounds"])
+    from workbench import baseline
+
+    msgs = [{"role": "user", "content": "Context: " + " ".join(f"Sentence number {i} is about topic {i % 7}."
+                                                              for i in range(30)) + "\nQuestion: topic 3?"}]
+    t = time.process_time()
+    for _ in range(200):
+        baseline.respond(msgs)
+    results["cpu"]["local baseline (in-process)"] = (time.process_time() - t) / 200 * 1000
+    out(f"in-process local/extractive answer on a 30-sentence context: "
+        f"{results['cpu']['local baseline (in-process)']:.2f} ms CPU (no HTTP, no litellm)")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4-5. overhead and ceiling at latency 0
+
+
+def section_latency0(args: argparse.Namespace, server: Any, cases: list[dict[str, str]], root: Path,
+                     results: dict[str, Any], concurrency: int, label: str, sides: list[str], trials: int) -> dict:
+    requests = render_requests(cases)
+    got = run_sides(sides, trials, lambda s, k: grid_side(
+        s, k, root=root, server=server, cases=cases, requests=requests, latency=0.0, concurrency=concurrency,
+        label=label))
+    g = summarise(got)
+    n = len(requests)
+    table([[s, f"{r['wall']:.3f}", f"{n / r['wall']:.0f}", f"{r['wall'] / n * 1000:.3f}", f"{r['cpu'] / n * 1000:.3f}",
+            r["inflight"], spread(r["walls"])] for s, r in g.items()],
+          ["side", "median wall s", "calls/s", "wall ms/call", "CPU ms/call", "max in flight", "all trials"])
+    return g
+
+
+def section_overhead(args: argparse.Namespace, server: Any, cases: list[dict[str, str]], root: Path,
+                     results: dict[str, Any]) -> None:
+    n = len(cases) * len(PROMPTS)
+    header(f"4. The workbench's own per-cell overhead: {n} calls at latency 0, concurrency {args.concurrency} "
+           f"({args.trials} trials per side, rotated, MEDIANS)")
+    g = section_latency0(args, server, cases, root, results, args.concurrency, "lat0", ["a-openai", "b2"],
+                         args.trials)
+    results["overhead_ms"] = (g["a-openai"]["wall"] - g["b2"]["wall"]) / n * 1000
+    results["overhead_cpu_ms"] = (g["a-openai"]["cpu"] - g["b2"]["cpu"]) / n * 1000
+    out(f"workbench (openai route) over the plain SDK loop: {results['overhead_ms']:.3f} ms/cell wall, "
+        f"{results['overhead_cpu_ms']:.3f} ms/cell CPU (target < 1 ms; includes planning, scoring, storage)")
+
+
+def section_ceiling(args: argparse.Namespace, server: Any, base: list[dict[str, str]], root: Path,
+                    results: dict[str, Any]) -> None:
+    cases = make_cases(base, args.ceiling_cases)
+    n = len(cases) * len(PROMPTS)
+    header(f"5. Throughput ceiling: {n} calls at latency 0, concurrency 64 ({args.ceiling_trials} trials per side, "
+           "rotated, MEDIANS)")
+    g = section_latency0(args, server, cases, root, results, 64, "ceiling", ["a-openai", "a-litellm", "b", "b2"],
+                         args.ceiling_trials)
+    results["ceiling"] = {s: n / r["wall"] for s, r in g.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. cached re-run
+
+
+def section_cached_grid(args: argparse.Namespace, server: Any, cases: list[dict[str, str]], root: Path,
+                        results: dict[str, Any]) -> None:
+    header("6. Fully cached re-run of the grid (first run fills the cache; then 3 timed re-runs, MEDIAN)")
+    reset_server(server, 0.0)
+    exp = fresh_experiment(root, "cached", cases, server.base_url, args.concurrency)
+    exp.run(progress=False)
+    times, calls = [], []
     for _ in range(3):
         seconds, _cpu, run = timed_run(exp)
         times.append(seconds)
         calls.append(run.last.model_calls)
-        cached.append(run.last.cached)
-    results["cached_grid"] = min(times)
+    results["cached_grid"] = med(times)
     results["cached_grid_calls"] = max(calls)
-    out(f"cached re-run: {' '.join(f'{t:.3f}' for t in times)} s (best {min(times):.3f} s, target < 0.3 s); "
-        f"model calls {calls} (must be 0); cells from cache {cached}")
-
-
+    out(f"cached re-run: median {med(times):.3f} s (all {spread(times)}; target < 0.3 s); model calls {calls} "
+        "(must be 0)")
 def section_big(args: argparse.Namespace, server: Any, base: list[dict[str, str]], root: Path,
                 results: dict[str, Any]) -> tuple[Any, str]:
     n_cases = args.big // len(PROMPTS)
-    header(f"3. Cached re-run of {n_cases * len(PROMPTS)} cells ({n_cases} cases x {len(PROMPTS)} prompts)")
+    header(f"7. Cached re-run of {n_cases * len(PROMPTS)} cells ({n_cases} cases x {len(PROMPTS)} prompts)")
     reset_server(server, 0.0)
     import workbench as wb
 
@@ -547,8 +767,8 @@ def section_big(args: argparse.Namespace, server: Any, base: list[dict[str, str]
     plan_s = time.perf_counter() - t
     results["big_cells"] = n_cases * len(PROMPTS)
     results["big_fill"] = fill
-    results["big_cached"] = min(times)
-    out(f"cached re-run: {' '.join(f'{t:.3f}' for t in times)} s wall (best {min(times):.3f} s, target < 2 s; "
+    results["big_cached"] = med(times)
+    out(f"cached re-run: {' '.join(f'{t:.3f}' for t in times)} s wall (median {med(times):.3f} s, target < 2 s; "
         f"CPU {' '.join(f'{c:.3f}' for c in cpus)} s); model calls {n_calls}")
     out(f"where a cached re-run goes: plan() alone {plan_s:.3f} s (render + hash {results['big_cells']} cells); "
         "storage in the last re-run:")
@@ -560,7 +780,7 @@ def section_big(args: argparse.Namespace, server: Any, base: list[dict[str, str]
 def section_huge(args: argparse.Namespace, server: Any, base: list[dict[str, str]], ws: Any, ws_path: str,
                  results: dict[str, Any]) -> None:
     n_cases = args.huge // len(PROMPTS)
-    header(f"4. Peak memory of a {n_cases * len(PROMPTS)}-cell cached run (child process)")
+    header(f"8. Peak memory of a {n_cases * len(PROMPTS)}-cell cached run (child process)")
     reset_server(server, 0.0)
     exp = build_experiment(ws, ws.add_dataset("huge", make_cases(base, n_cases), id="id"), server.base_url,
                            args.concurrency)
@@ -586,7 +806,7 @@ def section_huge(args: argparse.Namespace, server: Any, base: list[dict[str, str
     ], ["child RSS", "MB"])
     out(f"peak RSS {child['peak']:.0f} MB (target < 600 MB); run {child['seconds']:.2f} s, {child['cells']} cells, "
         f"model calls {child['model_calls']}, cached {child['cached']}; workspace.duckdb {child['db_mb']:.0f} MB "
-        f"(holds every earlier run of parts 3-4); heavy modules loaded in the child: "
+        f"(holds every earlier run of parts 7-8); heavy modules loaded in the child: "
         f"{', '.join(child['modules']) or 'none'}")
     out("storage calls in the child and how much each raised the peak RSS:")
     table([[k, int(v[0]), f"{v[1] * 1000:.1f}", f"{v[2]:+.0f}"]
@@ -616,7 +836,7 @@ def child_mem(args: argparse.Namespace) -> None:
 
 
 def section_import(results: dict[str, Any]) -> None:
-    header("5. `import workbench` in a fresh interpreter (median of 5, minus `python -c pass`)")
+    header("9. `import workbench` in a fresh interpreter (median of 5, minus `python -c pass`)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPROFILEIMPORTTIME"}
 
     def once(code: str) -> float:
@@ -640,238 +860,88 @@ def section_import(results: dict[str, Any]) -> None:
         + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in loaded.items()))
 
 
-FLAG_CONFIGS: list[tuple[str, dict[str, Any], dict[str, str], dict[str, Any]]] = [
-    # label, litellm attributes, environment, per-call kwargs
-    ("as configured by workbench.llm.litellm_module()", {}, {}, {}),
-    ("litellm.turn_off_message_logging = False", {"turn_off_message_logging": False}, {}, {}),
-    ("litellm.disable_aiohttp_transport = True (httpx)", {"disable_aiohttp_transport": True}, {}, {}),
-    ("LITELLM_RUST=1 (rust logger opt-in)", {}, {"LITELLM_RUST": "1"}, {}),
-    ('per-call kwarg "no-log": True', {}, {}, {"no-log": True}),
-]
-
-
-def section_overhead(args: argparse.Namespace, server: Any, cases: list[dict[str, str]], root: Path,
-                     results: dict[str, Any]) -> None:
-    header(f"6. Per-call overhead at server latency 0 (N={args.overhead_calls}, concurrency 1)")
-    litellm = litellm_mod()
-    reset_server(server, 0.0)
-    n = args.overhead_calls
-    rows = []
-    measured: dict[str, tuple[float, float]] = {}
-    for name, fn in (("litellm.acompletion", lambda: sequential_litellm(server.base_url, n)),
-                     ("aiohttp POST (one session)", lambda: sequential_aiohttp(server.base_url, n)),
-                     ("httpx.AsyncClient POST", lambda: sequential_httpx(server.base_url, n))):
-        asyncio.run(fn())  # warm
-        measured[name] = asyncio.run(fn())
-        rows.append([name, f"{measured[name][0]:.2f}", f"{measured[name][1]:.2f}"])
-    table(rows, ["client", "wall ms/call", "client CPU ms/call"])
-    lit, raw = measured["litellm.acompletion"], measured["aiohttp POST (one session)"]
-    results["overhead_ms"] = lit[0] - raw[0]
-    out(f"litellm overhead over raw aiohttp: {lit[0] - raw[0]:.2f} ms/call wall, {lit[1] - raw[1]:.2f} ms/call CPU")
-
-    # -- litellm flag sweep. Client CPU per call depends far less on other load than wall time does, and the
-    # number of Python function calls per request (counted by cProfile) does not depend on load at all.
-    out()
-    out(f"litellm flag sweep ({args.sweep_rounds} interleaved rounds x {args.sweep_calls} sequential calls: min "
-        "CPU ms/call, median wall ms/call; plus Python function calls per request, counted once under cProfile):")
-    samples: dict[str, list[tuple[float, float]]] = {c[0]: [] for c in FLAG_CONFIGS}
-    fcalls: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def configured(attrs: dict[str, Any], env: dict[str, str]) -> Iterator[None]:
-        saved = {k: getattr(litellm, k) for k in attrs}
-        for k, v in attrs.items():
-            setattr(litellm, k, v)
-        os.environ.update(env)
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                setattr(litellm, k, v)
-            for k in env:
-                os.environ.pop(k, None)
-
-    for rnd in range(args.sweep_rounds):
-        for label, attrs, env, kwargs in FLAG_CONFIGS if rnd % 2 == 0 else FLAG_CONFIGS[::-1]:
-            with configured(attrs, env):
-                try:
-                    samples[label].append(asyncio.run(sequential_litellm(server.base_url, args.sweep_calls, kwargs)))
-                    if rnd == 0:
-                        prof = cProfile.Profile()
-                        prof.runcall(asyncio.run, sequential_litellm(server.base_url, 50, kwargs))
-                        fcalls[label] = pstats.Stats(prof).total_calls / 50  # type: ignore[attr-defined]
-                except Exception as exc:  # noqa: BLE001 - a flag this litellm version rejects is reported, not fatal
-                    out(f"  {label}: {type(exc).__name__}: {exc}")
-                    samples[label].append((float("nan"), float("nan")))
-    base_cpu = min(c for _, c in samples[FLAG_CONFIGS[0][0]])
-    rows = []
-    for label, vals in samples.items():
-        cpu = min(c for _, c in vals)
-        rows.append([label, f"{cpu:.2f}", f"{cpu - base_cpu:+.2f}", f"{statistics.median(w for w, _ in vals):.2f}",
-                     f"{fcalls.get(label, float('nan')):.0f}"])
-    table(rows, ["configuration", "CPU ms/call", "vs workbench", "wall ms/call", "Python calls/request"])
-
-    # -- the workbench's cost fallback: litellm already tried to price the response; for an unpriced model
-    # (local servers) workbench.llm._cost calls completion_cost again, which fails again.
-    from workbench.llm import _cost
-
-    async def one() -> Any:
-        return await litellm.acompletion(model=MODEL, messages=[{"role": "user", "content": "price me"}],
-                                         api_base=server.base_url, api_key=API_KEY, max_retries=0)
-
-    resp = asyncio.run(one())
-    hidden = getattr(resp, "_hidden_params", None) or {}
-    reps = 200
-    t = time.process_time()
-    for _ in range(reps):
-        cost = _cost(litellm, resp)
-    cost_ms = (time.process_time() - t) / reps * 1000
-    results["cost_fallback_ms"] = cost_ms
-    out()
-    out(f"workbench.llm._cost on an unpriced model: hidden response_cost={hidden.get('response_cost')!r} "
-        f"(key present: {'response_cost' in hidden}); _cost -> {cost!r} costs {cost_ms:.2f} ms CPU per call "
-        "(a second, failing litellm.completion_cost)")
-
-    # -- the workbench against the plain loop at latency 0: its own per-cell overhead.
-    n_calls = len(cases) * len(PROMPTS)
-    out()
-    out(f"workbench vs plain loop at latency 0, concurrency {args.concurrency}, {n_calls} calls:")
-    exp = fresh_experiment(root, "lat0", cases, server.base_url, args.concurrency)
-    t = time.perf_counter()
-    plan = exp.plan()
-    plan_s = time.perf_counter() - t
-    requests = [c.messages for c in plan.cells]
-    b0, b0_cpu = time_plain(requests, server.base_url, args.concurrency)
-    a0, a0_cpu, _ = timed_run(exp)
-    exp_bar = fresh_experiment(root, "lat0bar", cases, server.base_url, args.concurrency)
-    a0_bar, a0_bar_cpu, _ = timed_run(exp_bar, progress=True)
-    results["a0"], results["b0"], results["a0_cpu"], results["b0_cpu"] = a0, b0, a0_cpu, b0_cpu
-
-    def row(label: str, wall: float, cpu: float | None) -> list[str]:
-        return [label, f"{wall:.3f}", f"{wall / n_calls * 1000:.2f}",
-                "" if cpu is None else f"{cpu:.3f}", "" if cpu is None else f"{cpu / n_calls * 1000:.2f}"]
-
-    table([
-        row("plain loop (b0)", b0, b0_cpu),
-        row("workbench exp.run, progress=False (a0)", a0, a0_cpu),
-        row("workbench exp.run, progress=True (tqdm to a buffer)", a0_bar, a0_bar_cpu),
-        row("  of which plan(): render + request keys (timed alone)", plan_s, None),
-    ], ["", "wall s", "wall ms/cell", "CPU s", "CPU ms/cell"])
-    out(f"a0/b0 = {a0 / b0:.3f} wall, {a0_cpu / b0_cpu:.3f} CPU; workbench overhead over the plain loop "
-        f"{(a0 - b0) / n_calls * 1000:.2f} ms/cell wall, {(a0_cpu - b0_cpu) / n_calls * 1000:.2f} ms/cell CPU")
-
-    # -- cProfile of the workbench run (main thread only; storage runs in a worker thread, timed separately).
-    exp = fresh_experiment(root, "prof", cases, server.base_url, args.concurrency)
-    timer = StoreTimer(exp.store)
-    prof = cProfile.Profile()
-    t = time.perf_counter()
-    prof.runcall(exp.run, progress=False)
-    prof_s = time.perf_counter() - t
-    out()
-    out(f"cProfile of the workbench run at latency 0 ({prof_s:.2f} s under the profiler, main thread):")
-    print_profile(prof)
-    out()
-    out("storage calls during that run (timed in whichever thread ran them):")
-    timer.print()
-    from workbench.store import Store
-
-    store = Store(exp.store.path)
-    walls, cpus = [], []
-    for _ in range(10):
-        t, cpu = time.perf_counter(), time.process_time()
-        with store.connect() as con:
-            con.execute("SELECT 1").fetchall()
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - cpu)
-    results["connect_ms"] = statistics.median(walls) * 1000
-    out(f"one short-lived connection (open, SELECT 1, close) on that workspace: median {results['connect_ms']:.1f} ms "
-        f"wall (min {min(walls) * 1000:.1f}), {statistics.median(cpus) * 1000:.1f} ms CPU")
-
-
-def _short(filename: str) -> str:
-    for marker in ("site-packages/", "/work/main/"):
-        if marker in filename:
-            return filename.split(marker, 1)[1]
-    return filename.rsplit("/", 2)[-1] if "/" in filename else filename
-
-
-def print_profile(prof: cProfile.Profile) -> None:
-    stats = pstats.Stats(prof)
-    entries = stats.stats  # type: ignore[attr-defined]
-    total = max((ct for (_, _, _), (_, _, _, ct, _) in entries.items()), default=0.0)
-
-    def rows(keep: Callable[[str], bool], key: int, limit: int) -> list[list[Any]]:
-        picked = [(k, v) for k, v in entries.items() if keep(k[0])]
-        picked.sort(key=lambda kv: -kv[1][key])
-        return [[nc, f"{tt:.3f}", f"{ct:.3f}", f"{ct / total * 100:.0f}%" if total else "",
-                 f"{_short(f)}:{line}({fn})"]
-                for (f, line, fn), (_, nc, tt, ct, _) in picked[:limit]]
-
-    cols = ["ncalls", "tottime", "cumtime", "of run", "function"]
-    out("top 15 cumulative in workbench/:")
-    table(rows(lambda f: "/workbench/" in f, 3, 15), cols)
-    out()
-    out("top 15 cumulative in litellm/:")
-    table(rows(lambda f: "/litellm/" in f, 3, 15), cols)
-    out()
-    out("top 12 self time (tottime), any module:")
-    table(rows(lambda f: True, 2, 12), cols)
-
-
 # ---------------------------------------------------------------------------------------------
-# main
+# summary and main
 
 
-def summary(results: dict[str, Any]) -> None:
-    header("Summary (one invocation)")
-    d = results.get("d")
-    huge = results.get("huge") or {}
+def summary(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    header("Summary (one invocation; MEDIANS of the trials above; wall times move with the machine's load)")
+    g = results.get("grid", {})
+    a, b2 = g.get("a-openai", {}).get("wall"), g.get("b2", {}).get("wall")
+    c, d = results.get("c"), results.get("d")
+    lo, p = results.get("proc_llmops-openai"), results.get("proc_promptfoo")
+    cpu = results.get("cpu", {})
+    ceiling = results.get("ceiling", {})
+
+    def ratio(x: float | None, y: float | None) -> str:
+        return f"{x / y:.3f}" if x and y else "n/a"
+
     rows = [
-        ["1a workbench grid (s)", fmt_s(results.get("a")), ""],
-        ["1b plain litellm loop (s)", fmt_s(results.get("b")), ""],
-        ["1c ideal (s)", fmt_s(results.get("c")), ""],
-        ["1d promptfoo (s)", fmt_s(d), results.get("d_note", "")],
-        ["a/b", fmt_s(results["a"] / results["b"]) if results.get("b") else "n/a",
-         f"target <= 1.25 (median wall); CPU a/b {results['a_cpu'] / results['b_cpu']:.3f}"
-         if results.get("b_cpu") else "target <= 1.25"],
-        ["a/d", fmt_s(results["a"] / d) if d else "n/a", "target < 1"],
-        ["max in flight a / b", f"{results.get('a_inflight')} / {results.get('b_inflight')}", ""],
-        ["2 cached grid re-run (s)", fmt_s(results.get("cached_grid")),
-         f"target < 0.3; model calls {results.get('cached_grid_calls')}"],
-        [f"3 cached {results.get('big_cells', '?')}-cell re-run (s)", fmt_s(results.get("big_cached")), "target < 2"],
-        ["4 peak RSS 20k-cell cached run (MB)", f"{huge['peak']:.0f}" if huge else "n/a",
-         f"target < 600; baseline before run {huge['rss_before']:.0f} MB" if huge else ""],
-        ["5 import workbench (s)", fmt_s(results.get("import")), "target < 0.3"],
-        ["6 litellm overhead vs aiohttp (ms/call)", fmt_s(results.get("overhead_ms"), 2), "concurrency 1"],
-        ["6 workbench overhead vs plain loop (ms/cell)",
-         fmt_s((results["a0"] - results["b0"]) / results["n_calls"] * 1000, 2) if "a0" in results else "n/a",
-         "latency 0, wall; CPU: " + (fmt_s((results["a0_cpu"] - results["b0_cpu"]) / results["n_calls"] * 1000, 2)
-                                     if "a0" in results else "n/a")],
-        ["litellm import (s)", fmt_s(results.get("litellm_import"), 2), "excluded from a and b"],
+        ["1a workbench grid, openai route (s)", fmt_s(a), ""],
+        ["1a' workbench grid, litellm route (s)", fmt_s(g.get("a-litellm", {}).get("wall")), ""],
+        ["1b plain litellm loop (s)", fmt_s(g.get("b", {}).get("wall")), ""],
+        ["1b2 plain openai SDK loop (s)", fmt_s(b2), ""],
+        ["1c ideal (s)", fmt_s(c), ""],
+        ["1d promptfoo eval process (s)", fmt_s(d), results.get("d_note", "")],
+        ["a / b2", ratio(a, b2), "target <= 1.15"],
+        ["a / c", ratio(a, c), "target <= 1.6"],
+        ["a' / b", ratio(g.get("a-litellm", {}).get("wall"), g.get("b", {}).get("wall")), "litellm route vs its floor"],
+        ["2 cold `llmops run` process, openai route (s)", fmt_s(lo), "Python start-up + imports included"],
+        ["2 cold `llmops run` process, litellm route (s)", fmt_s(results.get("proc_llmops-litellm")), ""],
+        ["2 promptfoo eval process (s)", fmt_s(p), "Node start-up included"],
+        ["cold llmops run / promptfoo", ratio(lo, p), "target <= 0.5"],
+        ["2 cold `llmops demo` (s)", fmt_s(results.get("demo"), 2), "target < 10"],
+        ["4 per-cell overhead over the SDK loop (ms)", fmt_s(results.get("overhead_ms"), 3),
+         f"target < 1; CPU {fmt_s(results.get('overhead_cpu_ms'), 3)} ms/cell"],
     ]
+    rows += [[f"3 CPU ms/call: {k}", f"{v:.2f}", ""] for k, v in cpu.items()]
+    rows += [[f"5 ceiling calls/s (latency 0, conc. 64): {k}", f"{v:.0f}", ""] for k, v in ceiling.items()]
+    rows += [
+        ["6 cached grid re-run (s)", fmt_s(results.get("cached_grid")),
+         f"target < 0.3; model calls {results.get('cached_grid_calls')}"],
+        ["9 import workbench (s)", fmt_s(results.get("import")), "target < 0.3"],
+        ["litellm import (s)", fmt_s(results.get("litellm_import"), 2), "paid only by litellm-routed models"],
+    ]
+    if not args.skip_memory:
+        huge = results.get("huge") or {}
+        rows += [[f"7 cached {results.get('big_cells', '?')}-cell re-run (s)", fmt_s(results.get("big_cached")),
+                  "target < 2"],
+                 ["8 peak RSS of the huge cached run (MB)", f"{huge['peak']:.0f}" if huge else "n/a", "target < 600"]]
     table(rows, ["figure", "value", "note"])
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", type=int, default=200, help="cases in the grid of parts 1-2 and 6 (default 200)")
+    p.add_argument("--cases", type=int, default=200, help="cases in the grid of parts 1, 2, 4, 6 (default 200)")
     p.add_argument("--latency", type=float, default=0.05, help="server latency in seconds (default 0.05)")
-    p.add_argument("--concurrency", type=int, default=16, help="concurrency of every run (default 16)")
-    p.add_argument("--skip-promptfoo", action="store_true", help="do not install or run promptfoo")
-    p.add_argument("--big", type=int, default=10000, help="cells of the cached re-run of part 3 (default 10000)")
-    p.add_argument("--huge", type=int, default=20000, help="cells of the memory run of part 4 (default 20000)")
-    p.add_argument("--trials", type=int, default=3, help="interleaved trials of 1a and 1b; medians reported")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"PubMedQA ori_pqal.json (default {DEFAULT_DATA})")
-    p.add_argument("--overhead-calls", type=int, default=400, help="sequential calls per client in part 6")
-    p.add_argument("--sweep-calls", type=int, default=100, help="sequential calls per flag configuration and round")
-    p.add_argument("--sweep-rounds", type=int, default=6, help="interleaved rounds of the litellm flag sweep")
+    p.add_argument("--concurrency", type=int, default=16, help="concurrency of the grid runs (default 16)")
+    p.add_argument("--trials", type=int, default=3, help="trials per side in parts 1 and 4 (default 3)")
+    p.add_argument("--process-trials", type=int, default=2, help="trials per cold process in part 2 (default 2)")
+    p.add_argument("--cpu-calls", type=int, default=200, help="sequential calls per client and round in part 3")
+    p.add_argument("--cpu-rounds", type=int, default=3, help="rounds of part 3 (default 3)")
+    p.add_argument("--ceiling-cases", type=int, default=500, help="cases (x2 prompts) of part 5 (default 500)")
+    p.add_argument("--ceiling-trials", type=int, default=2, help="trials per side in part 5 (default 2)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="PubMedQA ori_pqal.json (default: the 200 questions shipped in workbench/data)")
+    p.add_argument("--promptfoo", default=None, help="promptfoo executable (default: $PROMPTFOO, `promptfoo` on "
+                   "PATH, or where the project's setup-promptfoo.sh installs it); absent = its figures are skipped")
+    p.add_argument("--skip-promptfoo", action="store_true", help="do not run promptfoo")
     p.add_argument("--promptfoo-timeout", type=float, default=300, help="seconds before a promptfoo eval is killed")
-    p.add_argument("--skip-memory", action="store_true", help="skip parts 3 and 4 (the cache fills take the longest)")
+    p.add_argument("--skip-memory", action="store_true", help="skip parts 7-8 (10,000 and 20,000-cell cache fills)")
+    p.add_argument("--big", type=int, default=10000, help="cells of the cached re-run of part 7 (default 10000)")
+    p.add_argument("--huge", type=int, default=20000, help="cells of the memory run of part 8 (default 20000)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 40 cases, 1 trial, small parts 3-5, no memory")
     p.add_argument("--child-mem", help=argparse.SUPPRESS)
     p.add_argument("--child-base-url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    if args.quick:
+        args.cases, args.trials, args.process_trials, args.cpu_calls, args.cpu_rounds = 40, 1, 1, 50, 1
+        args.ceiling_cases, args.ceiling_trials, args.skip_memory = 100, 1, True
+    sys.path.insert(0, str(ROOT))  # this checkout's workbench, whatever else is installed
+    from workbench.providers import configure_environment
+
+    configure_environment()
     if args.child_mem:
         child_mem(args)
         return
@@ -882,20 +952,31 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     base, source = load_base_cases(args.data)
     cases = make_cases(base, args.cases)
-    out(f"bench_grid: data {source}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs; "
-        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other work on the machine skews wall times)")
+    out(f"bench_grid: data {source}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (other work on the machine skews wall times; CPU "
+        "figures resist it better)")
     results: dict[str, Any] = {}
     root = Path(tempfile.mkdtemp(prefix="bench-grid-"))
     try:
         with ServerProcess(latency=args.latency) as server:
-            exp = section_grid(args, server, cases, root, results)
-            section_cached_grid(exp, results)
+            exe, note = find_promptfoo(args)
+            pf = None
+            if exe:
+                pf = Promptfoo(exe, server, cases, root, args.concurrency, args.promptfoo_timeout)
+            else:
+                results["d_note"] = note
+                out(f"promptfoo: {note}")
+            section_grid(args, server, cases, root, results, pf)
+            section_processes(args, server, cases, root, results, pf)
+            section_cpu(args, server, results)
             section_overhead(args, server, cases, root, results)
+            section_ceiling(args, server, base, root, results)
+            section_cached_grid(args, server, cases, root, results)
             if not args.skip_memory:
                 ws, ws_path = section_big(args, server, base, root, results)
                 section_huge(args, server, base, ws, ws_path, results)
         section_import(results)
-        summary(results)
+        summary(args, results)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out(f"\ntotal benchmark time {time.perf_counter() - started:.0f} s; load average now "

@@ -1,8 +1,8 @@
 """Judge-run overhead: a workbench run whose only model calls are judge calls, against the raw calls.
 
-Run from the repository root (about a minute with the defaults)::
+Run from the repository root, in the project's virtualenv (about a minute with the defaults)::
 
-    /work/venv/bin/python benchmarks/bench_judge.py [--cells 200] [--latency 0.05] [--concurrency 16] [--trials 3]
+    python benchmarks/bench_judge.py [--cells 200] [--latency 0.05] [--concurrency 16] [--trials 3]
 
 Against the local OpenAI-compatible test server (``tests/openai_server.py``, its own process, real HTTP):
 
@@ -15,7 +15,10 @@ Against the local OpenAI-compatible test server (``tests/openai_server.py``, its
    calls of a cell in sequence, ``--concurrency`` workers), parsing the JSON replies;
 4. the ideal: calls x latency / concurrency; and a fully cached re-run (zero requests).
 
-Figures are printed (medians over trials), never asserted.
+Trials interleave the two sides and alternate which goes first (workbench first in even trials, the raw
+loop first in odd ones); an untimed warm-up round of each side runs before them, so neither side alone
+pays for cold imports, connection pools or the first HTTP call. Figures are medians over trials, with
+every trial listed; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -124,24 +127,39 @@ def main() -> None:
         raw_times: list[float] = []
         calls_wb: list[int] = []
         calls_raw: list[int] = []
-        last_run = None
-        for trial in range(args.trials):
-            seed = 1000 + trial
+
+        def judged(seed: int) -> float:
             metric = {"name": "faithfulness", "judge": judge_spec(server.base_url, seed), "context": "context"}
             exp = ws.experiment(ds, [prompt], [model], [metric], concurrency=args.concurrency)
             before = server.stats()["by_model"].get("judge-model", 0)
             t0 = time.perf_counter()
-            last_run = exp.run(progress=False)
-            wb_times.append(time.perf_counter() - t0)
+            run = exp.run(progress=False)
+            took = time.perf_counter() - t0
             calls_wb.append(server.stats()["by_model"].get("judge-model", 0) - before)
-            assert last_run.results()["faithfulness"].round(6).eq(round(2 / 3, 6)).all()
+            assert run.results()["faithfulness"].round(6).eq(round(2 / 3, 6)).all()
+            return took
 
+        def raw(seed: int) -> float:
             before = server.stats()["by_model"].get("judge-model", 0)
             t0 = time.perf_counter()
-            made = asyncio.run(raw_loop(server.base_url, items, args.concurrency, seed + 10_000))
-            raw_times.append(time.perf_counter() - t0)
+            made = asyncio.run(raw_loop(server.base_url, items, args.concurrency, seed))
+            took = time.perf_counter() - t0
             calls_raw.append(server.stats()["by_model"].get("judge-model", 0) - before)
             assert made == calls_raw[-1]
+            return took
+
+        judged(900)  # untimed warm-up of both sides (seeds no trial uses)
+        raw(900 + 10_000)
+        calls_wb.clear()
+        calls_raw.clear()
+        for trial in range(args.trials):
+            seed = 1000 + trial
+            if trial % 2 == 0:
+                wb_times.append(judged(seed))
+                raw_times.append(raw(seed + 10_000))
+            else:
+                raw_times.append(raw(seed + 10_000))
+                wb_times.append(judged(seed))
 
         seed = 1000 + args.trials - 1
         metric = {"name": "faithfulness", "judge": judge_spec(server.base_url, seed), "context": "context"}
@@ -157,7 +175,7 @@ def main() -> None:
     wb_med, raw_med = statistics.median(wb_times), statistics.median(raw_times)
     out()
     out(f"{args.cells} cells x faithfulness (2 judge calls/cell), latency {args.latency * 1000:.0f} ms, "
-        f"concurrency {args.concurrency}, {args.trials} trials (median; all trials listed)")
+        f"concurrency {args.concurrency}, {args.trials} interleaved trials (median; all trials listed)")
     out(f"  judge calls per trial: workbench {calls_wb}, raw loop {calls_raw} (expected {n_calls})")
     out(f"  ideal (calls x latency / concurrency):  {ideal:7.2f} s")
     out(f"  raw asyncio + litellm loop:             {raw_med:7.2f} s  {[round(t, 2) for t in raw_times]}")
@@ -165,7 +183,7 @@ def main() -> None:
     out(f"  ratio workbench / raw:                  {wb_med / raw_med:7.2f}x")
     out(f"  ratio workbench / ideal:                {wb_med / ideal:7.2f}x")
     out(f"  overhead per judge call vs raw:         {(wb_med - raw_med) / n_calls * 1000:7.2f} ms")
-    out(f"  fully cached re-run:                    {cached_s:7.2f} s, {cached_requests} requests, "
+    out(f"  fully cached re-run (one run):          {cached_s:7.2f} s, {cached_requests} requests, "
         f"{judgements} judgements recorded")
 
 

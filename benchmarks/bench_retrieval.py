@@ -2,27 +2,34 @@
 
 Usage::
 
-    python benchmarks/bench_retrieval.py [--quick] [--pubmedqa PATH] [--chunks N] [--artifacts DIR]
+    python benchmarks/bench_retrieval.py [--quick] [--data PATH] [--chunks N] [--artifacts DIR] [--trials 5]
 
-Part 1 (quality): the 1,000 PubMedQA labelled questions against their 1,000 abstracts as the corpus;
-recall@5, MRR@10, nDCG@10 (gold = the question's abstract) for several chunkings, dense vs hybrid, HNSW, MMR.
+Data: ``--data``, else the full PubMedQA labelled set beside the repository, else the 200 questions the repo
+ships (see ``benchmarks/pubmedqa.py``).
+
+Part 1 (quality): the PubMedQA labelled questions (1,000 in the full set) against their abstracts as the
+corpus; recall@5, MRR@10, nDCG@10 (gold = the question's abstract) for several chunkings, dense vs hybrid,
+HNSW, MMR. Every config builds cold, in its own artifacts folder with the in-process cache emptied, so its
+``build s`` always includes chunking and embedding (the ``embedded`` column shows how many texts).
 
 Part 2 (scale): N (default 100,000) synthetic ~100-word chunks made of PubMedQA sentences' words (random
 windows with 10% of words swapped, so texts are distinct but realistic). Embedding throughput of the
 default embedder through our pipeline vs wordllama called directly; FAISS build time and batch query
 throughput for Flat, HNSW (efSearch sweep), IVF (nprobe sweep); HNSW/IVF recall@10 against Flat on
-de-duplicated vectors; warm rebuild time (memory and disk cache); peak RSS.
+de-duplicated vectors; warm rebuild time (memory and disk cache); peak RSS. The two embedding paths are
+timed in ``--trials`` interleaved rounds (order alternating, both warmed up first); medians and all rounds
+are printed. Pipeline builds labelled "cold" start from an empty artifacts folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_PUBMEDQA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import pubmedqa  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -38,8 +47,8 @@ def peak_rss_mb() -> float:
 
 
 def load_pubmedqa(path: Path) -> list[dict]:
-    data = json.loads(path.read_text())
-    return [{"doc_id": pmid, "text": "\n".join(v["CONTEXTS"]), "question": v["QUESTION"]} for pmid, v in data.items()]
+    rows = pubmedqa.load(path)
+    return [{"doc_id": r["pmid"], "text": "\n".join(r["contexts"]), "question": r["question"]} for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,7 +57,7 @@ def load_pubmedqa(path: Path) -> list[dict]:
 
 def part1_quality(records: list[dict], artifacts: Path) -> None:
     from workbench.metrics.retrieval import ndcg, recall, reciprocal_rank
-    from workbench.retrieval import Corpus, build_retriever
+    from workbench.retrieval import Corpus, build_retriever, clear_memory_cache
 
     corpus = Corpus.from_records(records, id_field="doc_id")
     questions = [r["question"] for r in records]
@@ -65,12 +74,16 @@ def part1_quality(records: list[dict], artifacts: Path) -> None:
         {"name": "fixed256+bm25 rrf", "chunker": {"size": 256, "overlap": 32}, "hybrid": {"fusion": "rrf"}},
     ]
     print(f"\n== Part 1: PubMedQA quality ({len(questions)} questions, {len(corpus)} abstracts) ==")
-    header = f"{'config':<20} {'chunks':>7} {'recall@5':>9} {'MRR@10':>7} {'nDCG@10':>8} {'build s':>8} {'ms/query':>9}"
+    header = (
+        f"{'config':<20} {'chunks':>7} {'recall@5':>9} {'MRR@10':>7} {'nDCG@10':>8} {'build s':>8} {'embedded':>9} "
+        f"{'ms/query':>9}"
+    )
     print(header)
     print("-" * len(header))
-    for cfg in configs:
+    for i, cfg in enumerate(configs):
+        clear_memory_cache()  # cold: nothing reused from the previous config, in memory or on disk
         t0 = time.perf_counter()
-        r = build_retriever(corpus, {**cfg, "top_k": 10}, artifacts)
+        r = build_retriever(corpus, {**cfg, "top_k": 10}, artifacts / f"config{i}")
         build_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         results = r.search(questions)
@@ -80,7 +93,7 @@ def part1_quality(records: list[dict], artifacts: Path) -> None:
         mrr10 = sum(reciprocal_rank(d, g, 10) for d, g in zip(docs, gold, strict=True)) / len(docs)
         ndcg10 = sum(ndcg(d, g, 10) for d, g in zip(docs, gold, strict=True)) / len(docs)
         row = f"{cfg['name']:<20} {r.n_chunks:>7} {rec5:>9.3f} {mrr10:>7.3f} {ndcg10:>8.3f}"
-        print(f"{row} {build_s:>8.2f} {query_ms:>9.2f}")
+        print(f"{row} {build_s:>8.2f} {r.build_stats.embedded_texts:>9} {query_ms:>9.2f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +140,7 @@ def recall_at(truth, found, k: int = 10) -> float:
     return float(np.mean(hits))
 
 
-def part2_scale(records: list[dict], n: int, n_queries: int, artifacts: Path) -> None:
+def part2_scale(records: list[dict], n: int, n_queries: int, artifacts: Path, trials: int = 5) -> None:
     import faiss
     import numpy as np
 
@@ -147,23 +160,31 @@ def part2_scale(records: list[dict], n: int, n_queries: int, artifacts: Path) ->
     local = get_embedder("local")
     local.embed(texts[:1000])  # warm-up both paths
     wl.embed(texts[:1000], norm=True)
-    # interleaved repetitions, best of each; CPU time too, because wall time on a shared machine is noisy
+    # interleaved rounds, order alternating, medians; CPU time too, because wall time on a shared machine is noisy
     sample = texts[: min(len(texts), 10_000)]
     runs: dict[str, list[tuple[float, float]]] = {"direct": [], "ours": []}
-    for _ in range(5):
-        runs["direct"].append(timed_cpu(wl.embed, sample, norm=True)[1:])
-        runs["ours"].append(timed_cpu(local.embed, sample)[1:])
-    direct_s, ours_s = min(w for w, _ in runs["direct"]), min(w for w, _ in runs["ours"])
-    direct_cpu, ours_cpu = min(c for _, c in runs["direct"]), min(c for _, c in runs["ours"])
+    for trial in range(trials):
+        order = ["direct", "ours"] if trial % 2 == 0 else ["ours", "direct"]
+        for side in order:
+            if side == "direct":
+                runs["direct"].append(timed_cpu(wl.embed, sample, norm=True)[1:])
+            else:
+                runs["ours"].append(timed_cpu(local.embed, sample)[1:])
+    med = statistics.median
+    direct_s, ours_s = med(w for w, _ in runs["direct"]), med(w for w, _ in runs["ours"])
+    direct_cpu, ours_cpu = med(c for _, c in runs["direct"]), med(c for _, c in runs["ours"])
     print(
-        f"embedding {len(sample):,} texts (best of 5, {load()}): wordllama direct {len(sample) / direct_s:,.0f}/s, "
-        f"our LocalEmbedder {len(sample) / ours_s:,.0f}/s; ratio ours/direct wall {ours_s / direct_s:.2f}, "
-        f"CPU {ours_cpu / direct_cpu:.2f}"
+        f"embedding {len(sample):,} texts (median of {trials} interleaved rounds, {load()}): wordllama direct "
+        f"{len(sample) / direct_s:,.0f}/s, our LocalEmbedder {len(sample) / ours_s:,.0f}/s; ratio ours/direct wall "
+        f"{ours_s / direct_s:.2f}, CPU {ours_cpu / direct_cpu:.2f}"
     )
+    for side, values in runs.items():
+        walls, cpus = [round(w, 3) for w, _ in values], [round(c, 3) for _, c in values]
+        print(f"  {side:<6} wall s per round {walls}, CPU s {cpus}")
 
     corpus = Corpus.from_records([{"id": f"c{i}", "text": t} for i, t in enumerate(texts)])
     cfg = {"chunker": {"size": 128, "overlap": 0}, "index": "flat"}
-    r, cold_s, cold_cpu = timed_cpu(build_retriever, corpus, cfg, artifacts)
+    r, cold_s, cold_cpu = timed_cpu(build_retriever, corpus, cfg, artifacts / "flat")
     st = r.build_stats
     per_text_direct = direct_cpu / len(sample)
     print(
@@ -173,9 +194,9 @@ def part2_scale(records: list[dict], n: int, n_queries: int, artifacts: Path) ->
         f" + checksummed writes; {r.n_chunks:,} chunks. CPU: {cold_cpu:.1f} s = {cold_cpu / (per_text_direct * n):.2f}x"
         " the CPU of wordllama direct for the same texts (the pipeline figure includes chunking, hashing, writes)"
     )
-    _, warm_mem = timed(build_retriever, corpus, cfg, artifacts)
+    _, warm_mem = timed(build_retriever, corpus, cfg, artifacts / "flat")
     clear_memory_cache()
-    r2, warm_disk = timed(build_retriever, corpus, cfg, artifacts)
+    r2, warm_disk = timed(build_retriever, corpus, cfg, artifacts / "flat")
     print(
         f"second build, same config: {warm_mem * 1000:.1f} ms (in-process cache), {warm_disk:.2f} s from disk with "
         f"checksum verification (embedded {r2.build_stats.embedded_texts}, index builds {r2.build_stats.index_builds})"
@@ -228,9 +249,10 @@ def part2_scale(records: list[dict], n: int, n_queries: int, artifacts: Path) ->
 
     # HNSW through the pipeline: cold build, then warm
     hcfg = {"chunker": {"size": 128, "overlap": 0}, "index": "hnsw"}
-    rh, cold = timed(build_retriever, corpus, hcfg, artifacts)
     clear_memory_cache()
-    rh2, warm = timed(build_retriever, corpus, hcfg, artifacts)
+    rh, cold = timed(build_retriever, corpus, hcfg, artifacts / "hnsw")  # its own folder: embeds again, truly cold
+    clear_memory_cache()
+    rh2, warm = timed(build_retriever, corpus, hcfg, artifacts / "hnsw")
     print(
         f"\npipeline HNSW: cold build {cold:.1f} s (embedded {rh.build_stats.embedded_texts}, index builds "
         f"{rh.build_stats.index_builds}); second build from disk {warm:.2f} s (index builds "
@@ -240,11 +262,12 @@ def part2_scale(records: list[dict], n: int, n_queries: int, artifacts: Path) ->
     qps = len(query_texts) / e2e_s
     print(f"Retriever.search hnsw (defaults), {len(query_texts):,} queries: {qps:,.0f} q/s end-to-end")
     bcfg = {"chunker": {"size": 128, "overlap": 0}, "hybrid": {}}
-    rb, bm_build = timed(build_retriever, corpus, bcfg, artifacts)
+    rb, bm_build = timed(build_retriever, corpus, bcfg, artifacts / "flat")  # dense part reused from the flat build
     _, first = timed(rb.search, query_texts[:10], 10)  # bm25s' numba backend compiles on first use
     _, e2e_s = timed(rb.search, query_texts, 10)
     print(
         f"hybrid (dense flat + BM25 over {n:,} chunks, bm25s backend {rb._bm25.model.backend}): BM25 build "
+        f"(dense embeddings and index reused from the flat build: embedded {rb.build_stats.embedded_texts}) "
         f"{bm_build:.1f} s; first search (JIT) {first:.1f} s; then {len(query_texts) / e2e_s:,.0f} q/s end-to-end"
     )
     print(f"\npeak RSS: {peak_rss_mb():,.0f} MB ({load()})")
@@ -253,25 +276,27 @@ def part2_scale(records: list[dict], n: int, n_queries: int, artifacts: Path) ->
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20k chunks and 2k queries instead of 100k / 10k")
-    parser.add_argument("--pubmedqa", type=Path, default=Path(os.environ.get("PUBMEDQA_PATH", DEFAULT_PUBMEDQA)))
+    parser.add_argument("--data", "--pubmedqa", dest="data", default=None,
+                        help="PubMedQA ori_pqal.json or a .jsonl like the shipped demo (default: see module doc)")
+    parser.add_argument("--trials", type=int, default=5, help="interleaved rounds of the embedding comparison")
     parser.add_argument("--chunks", type=int, default=None)
     parser.add_argument("--queries", type=int, default=None)
     parser.add_argument("--artifacts", type=Path, default=None, help="reuse this artifacts dir (default: fresh temp)")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     args = parser.parse_args(argv)
-    if not args.pubmedqa.exists():
-        sys.exit(f"PubMedQA file not found at {args.pubmedqa}: pass --pubmedqa PATH")
+    data = pubmedqa.resolve(args.data)
     n = args.chunks or (20_000 if args.quick else 100_000)
     n_queries = args.queries or (2_000 if args.quick else 10_000)
-    records = load_pubmedqa(args.pubmedqa)
+    records = load_pubmedqa(data)
+    print(f"data: {pubmedqa.shown(data)} ({len(records)} abstracts)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-retrieval-")) if args.artifacts is None else args.artifacts
     print(f"artifacts: {tmp}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs")
     try:
         if not args.skip_quality:
             part1_quality(records, tmp / "quality")
         if not args.skip_scale:
-            part2_scale(records, n, n_queries, tmp / "scale")
+            part2_scale(records, n, n_queries, tmp / "scale", args.trials)
     finally:
         if args.artifacts is None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -86,20 +86,17 @@ def test_local_embedder_loads_offline_without_any_socket(tmp_path: Path) -> None
     assert not (tmp_path / ".cache" / "wordllama").exists(), "nothing may be downloaded into the user cache"
 
 
-def test_import_is_lazy_and_fast(tmp_path: Path) -> None:
+def test_import_is_lazy(tmp_path: Path) -> None:
+    # Import time itself is measured in benchmarks/bench_grid.py, not asserted here (a timed test fails under load).
     out = _run_isolated(
         """
-        import time
-        t0 = time.perf_counter()
         import workbench, workbench.embeddings, workbench.retrieval, workbench.metrics.retrieval
-        elapsed = time.perf_counter() - t0
         heavy = [m for m in ("numpy", "faiss", "wordllama", "bm25s", "pandas", "litellm") if m in sys.modules]
-        print(json.dumps({"elapsed": elapsed, "heavy": heavy}))
+        print(json.dumps({"heavy": heavy}))
         """,
         tmp_path,
     )
     assert out["heavy"] == []
-    assert out["elapsed"] < 0.3
 
 
 def test_local_embeddings_are_unit_rows_in_order_and_match_wordllama() -> None:

@@ -171,11 +171,11 @@ def test_fail_models_per_model(fake_llm: ServerProcess) -> None:
 
 
 def test_hang_triggers_client_timeout(fake_llm: ServerProcess) -> None:
-    fake_llm.configure(script=[{"hang": 1.0}])
+    fake_llm.configure(script=[{"hang": 5.0}])
     start = time.monotonic()
     with pytest.raises(litellm.Timeout) as info:
         chat(fake_llm, timeout=0.5)
-    assert time.monotonic() - start < 0.95
+    assert time.monotonic() - start < 4.5  # gave up well before the server would have answered
     assert info.value.status_code == 408
     assert fake_llm.stats()["requests"] == 1
 
@@ -261,14 +261,11 @@ def test_concurrent_requests_overlap(fake_llm: ServerProcess) -> None:
             ]
         )
 
-    start = time.monotonic()
     results = asyncio.run(go())
-    elapsed = time.monotonic() - start
     assert sorted(r.choices[0].message.content for r in results) == [f"echo: q{i}" for i in range(8)]
     stats = fake_llm.stats()
     assert stats["requests"] == 8 and stats["chat"] == 8
-    assert stats["max_in_flight"] > 1
-    assert elapsed < 8 * 0.2
+    assert stats["max_in_flight"] > 1  # concurrency proven by the server, not by wall time (flaky under load)
 
 
 def test_control_api_and_reset(fake_llm: ServerProcess) -> None:

@@ -23,10 +23,12 @@ def _model(server, **kw):
     return {"name": "m", "model": "openai/test-model", "api_base": server.base_url, "retry_base": 0.01, **kw}
 
 
-def test_a_400_is_not_retried(tmp_path, fake_llm):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_a_400_is_not_retried(tmp_path, fake_llm, client):
     fake_llm.configure(script=[{"status": 400, "message": "maximum context length exceeded", "count": 1}])
     ws = wb.open(tmp_path / "ws")
-    run = ws.experiment(_ds(ws), [wb.Prompt("p", "{{ question }}")], [_model(fake_llm)], concurrency=1).run(
+    run = ws.experiment(_ds(ws), [wb.Prompt("p", "{{ question }}")], [_model(fake_llm, client=client)],
+                        concurrency=1).run(
         progress=False)
     res = run.results().set_index("case_id")
     assert "not retried" in res.loc["c0", "error"] and "context length" in res.loc["c0", "error"]
@@ -88,12 +90,13 @@ def test_winner_on_a_latency_column_prefers_the_fast_variant(tmp_path, fake_llm)
     assert run.winner("latency_ms").winner == "p/fast"
 
 
-def test_an_api_key_echoed_by_the_server_is_never_stored(tmp_path, fake_llm, monkeypatch):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_an_api_key_echoed_by_the_server_is_never_stored(tmp_path, fake_llm, monkeypatch, client):
     key = "sk-live-" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 12  # long enough to straddle any cut of the message
     monkeypatch.setenv("WB_REVIEW_KEY", key)
     fake_llm.configure(script=[{"status": 500, "message": f"upstream rejected key={key}", "count": 1}])
     ws = wb.open(tmp_path / "ws")
-    model = _model(fake_llm, api_key_env="WB_REVIEW_KEY", max_retries=0)
+    model = _model(fake_llm, api_key_env="WB_REVIEW_KEY", max_retries=0, client=client)
     run = ws.experiment(_ds(ws, 1), [wb.Prompt("p", "{{ question }}")], [model], concurrency=1).run(progress=False)
     error = run.results()["error"][0]
     assert "upstream rejected key=***" in error

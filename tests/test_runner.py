@@ -122,11 +122,13 @@ def test_template_errors_are_reported_before_any_request(tmp_path, fake_llm):
     assert len(ws.runs()) == 0
 
 
-def test_auth_error_stops_the_run_early_and_resume_finishes_it(tmp_path, fake_llm, monkeypatch):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_auth_error_stops_the_run_early_and_resume_finishes_it(tmp_path, fake_llm, monkeypatch, client):
     fake_llm.configure(auth_key="sk-good", latency=0.02)
     monkeypatch.setenv("WB_TEST_KEY", "sk-wrong")
     ws = wb.open(tmp_path / "ws")
-    exp = _experiment(ws, fake_llm, models=[_model(fake_llm, api_key_env="WB_TEST_KEY")], n=40, concurrency=4)
+    model = _model(fake_llm, api_key_env="WB_TEST_KEY", client=client)
+    exp = _experiment(ws, fake_llm, models=[model], n=40, concurrency=4)
     with pytest.raises(ModelFatalError) as err:
         exp.run(progress=False)
     assert "WB_TEST_KEY" in str(err.value) and "authentication" in str(err.value)
@@ -146,18 +148,21 @@ def test_auth_error_stops_the_run_early_and_resume_finishes_it(tmp_path, fake_ll
     assert b"sk-good" not in raw and b"sk-wrong" not in raw
 
 
-def test_unknown_model_stops_with_one_clear_error(tmp_path, fake_llm):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_unknown_model_stops_with_one_clear_error(tmp_path, fake_llm, client):
     fake_llm.configure(unknown_models=["test-model"])
     ws = wb.open(tmp_path / "ws")
     with pytest.raises(ModelFatalError, match="not found"):
-        _experiment(ws, fake_llm, n=30, concurrency=2).run(progress=False)
+        _experiment(ws, fake_llm, n=30, concurrency=2, models=[_model(fake_llm, client=client)]).run(progress=False)
     assert fake_llm.stats()["requests"] <= 2
 
 
-def test_rate_limit_honours_retry_after(tmp_path, fake_llm):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_rate_limit_honours_retry_after(tmp_path, fake_llm, client):
     fake_llm.configure(script=[{"status": 429, "retry_after": 0.6, "count": 1}])
     ws = wb.open(tmp_path / "ws")
-    exp = _experiment(ws, fake_llm, n=1, prompts=[wb.Prompt("p", "{{ query }}")], concurrency=1)
+    exp = _experiment(ws, fake_llm, n=1, prompts=[wb.Prompt("p", "{{ query }}")], concurrency=1,
+                      models=[_model(fake_llm, client=client)])
     start = time.perf_counter()
     run = exp.run(progress=False)
     elapsed = time.perf_counter() - start
@@ -170,7 +175,8 @@ def test_rate_limit_honours_retry_after(tmp_path, fake_llm):
 @pytest.mark.parametrize(
     "step", [{"status": 500, "count": 2}, {"malformed": True, "count": 1}, {"hang": 3.0, "count": 1}]
 )
-def test_transient_failures_are_retried(tmp_path, fake_llm, step):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_transient_failures_are_retried(tmp_path, fake_llm, step, client):
     fake_llm.configure(script=[step])
     ws = wb.open(tmp_path / "ws")
     exp = _experiment(
@@ -178,7 +184,7 @@ def test_transient_failures_are_retried(tmp_path, fake_llm, step):
         fake_llm,
         n=3,
         prompts=[wb.Prompt("p", "{{ query }}")],
-        models=[_model(fake_llm, timeout=1.0)],
+        models=[_model(fake_llm, timeout=1.0, client=client)],
         concurrency=1,
     )
     run = exp.run(progress=False)
@@ -186,10 +192,12 @@ def test_transient_failures_are_retried(tmp_path, fake_llm, step):
     assert fake_llm.stats()["requests"] == 3 + step["count"]
 
 
-def test_persistent_failure_is_recorded_per_cell_and_other_variants_go_on(tmp_path, fake_llm):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_persistent_failure_is_recorded_per_cell_and_other_variants_go_on(tmp_path, fake_llm, client):
     fake_llm.configure(fail_models={"broken-model": 500})
     ws = wb.open(tmp_path / "ws")
-    models = [_model(fake_llm), _model(fake_llm, name="broken", model="openai/broken-model", max_retries=1)]
+    models = [_model(fake_llm, client=client),
+              _model(fake_llm, name="broken", model="openai/broken-model", max_retries=1, client=client)]
     run = _experiment(ws, fake_llm, n=5, prompts=[wb.Prompt("p", "{{ query }}")], models=models).run(progress=False)
     res = run.results()
     broken = res[res.variant == "p/broken"]
@@ -209,11 +217,13 @@ def _quiet(server) -> None:
     server.reset()
 
 
-def test_per_model_concurrency_limit(tmp_path, fake_llm):
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both routes of the gateway behave the same
+def test_per_model_concurrency_limit(tmp_path, fake_llm, client):
     _quiet(fake_llm)
     fake_llm.configure(latency=0.1)
     ws = wb.open(tmp_path / "ws")
-    _experiment(ws, fake_llm, n=10, models=[_model(fake_llm, max_concurrency=2)], concurrency=8).run(progress=False)
+    _experiment(ws, fake_llm, n=10, models=[_model(fake_llm, max_concurrency=2, client=client)], concurrency=8).run(
+        progress=False)
     assert fake_llm.stats()["max_in_flight"] == 2
     fake_llm.reset()
     fake_llm.configure(latency=0.1)

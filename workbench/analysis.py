@@ -279,9 +279,11 @@ def winner(
         f"(Holm-adjusted p >= {alpha}), so the difference may be noise."
     )
     if chosen != best:
+        price = order.iloc[0]["cost_per_1k"]
         reason += (
-            f" Among these statistically tied variants {chosen} is chosen as the cheapest "
-            f"(${order.iloc[0]['cost_per_1k']:.4f} per 1k cases)."
+            f" Among these statistically tied variants {chosen} is chosen as the cheapest (${price:.4f} per 1k cases)."
+            if not math.isnan(price)
+            else f" Among these statistically tied variants {chosen} is chosen as the fastest (no price is known)."
         )
     else:
         reason += f" {best} is kept: it is also the cheapest (then fastest) of the tied variants."

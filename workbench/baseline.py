@@ -2,8 +2,9 @@
 
 It answers with the sentence of the prompt's context that best matches the question by a BM25-style
 lexical score. It needs no key, no network and no weights, so a fresh machine can run the whole
-loop, and any real model has a floor to beat. It is registered as a litellm custom provider so the
-runner treats it like every other model. It must never be used as an LLM judge.
+loop, and any real model has a floor to beat. The gateway answers ``local/*`` in-process (no litellm
+import); it is also registered as a litellm custom provider, for code that calls litellm itself.
+It must never be used as an LLM judge.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import time
 from collections import Counter
 from typing import Any
 
+from workbench.text import split_sentences
+
 PROVIDER = "local"
 MODELS = {"extractive": "returns the context sentence most similar to the question (lexical BM25 score)"}
 
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 _TOKEN = re.compile(r"[a-z0-9]+")
 _QUESTION = re.compile(r"(?im)^\s*(?:question|q|query)\s*:\s*(.+)$")
 _CONTEXT = re.compile(
@@ -34,16 +36,11 @@ def _tokens(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(text.lower()) if t not in _STOP]
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentence split on terminal punctuation followed by a capital or digit; good enough for a baseline."""
-    out: list[str] = []
-    for block in re.split(r"\n\s*\n|\n(?=\s*[-*\d]+[.)]?\s)", text):
-        out.extend(s.strip() for s in _SENT.split(block.strip()) if s.strip())
-    return out
-
-
 def find_question_and_context(messages: list[dict[str, Any]]) -> tuple[str, str]:
-    """The question is a ``Question:`` line (else the last sentence ending in '?', else the last user turn)."""
+    """The question is a ``Question:`` line (else the last sentence ending in '?', else the last user turn).
+
+    The context is a ``Context:`` (or Abstract/Passage/Document) block, else the rest of the prompt.
+    """
     user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "") or ""
     everything = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") in ("system", "user"))
     q = _QUESTION.search(user)
@@ -53,8 +50,10 @@ def find_question_and_context(messages: list[dict[str, Any]]) -> tuple[str, str]
         asks = [s for s in split_sentences(user) if s.rstrip().endswith("?")]
         question = asks[-1] if asks else user.strip()
     c = _CONTEXT.search(user) or _CONTEXT.search(everything)
-    context = c.group(1).strip() if c else everything.replace(question, " ")
-    return question, context
+    if c:
+        return question, c.group(1).strip()
+    # no labelled context: the rest of the prompt, without the question (nor its "Question:" label)
+    return question, _QUESTION.sub(" ", everything).replace(question, " ").strip()
 
 
 def answer(messages: list[dict[str, Any]]) -> str:
@@ -82,16 +81,22 @@ def answer(messages: list[dict[str, Any]]) -> str:
     return sentences[best]
 
 
-def _response(litellm: Any, model: str, messages: list[dict[str, Any]]) -> Any:
+def respond(messages: list[dict[str, Any]]) -> tuple[str, int, int]:
+    """(answer, prompt tokens, completion tokens): tokens are whitespace words, on every route."""
     text = answer(messages)
     prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
+    return text, prompt_tokens, len(text.split())
+
+
+def _response(litellm: Any, model: str, messages: list[dict[str, Any]]) -> Any:
+    text, prompt_tokens, completion_tokens = respond(messages)
     return litellm.ModelResponse(
         model=f"{PROVIDER}/{model}",
         choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
         usage={
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(text.split()),
-            "total_tokens": prompt_tokens + len(text.split()),
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         },
         created=int(time.time()),
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -373,7 +372,9 @@ _EXTRA_COMMANDS: list[Any] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from workbench.providers import configure_environment
+
+    configure_environment()  # before anything may import litellm: its cost map from the package, not the network
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -13,7 +13,7 @@ the FAISS indexes use.
   The model is loaded lazily on first use and once per process.
 - ``get_embedder("text-embedding-3-small")``, ``get_embedder("openai/my-embed")`` or
   ``get_embedder({"model": "openai/my-embed", "api_base": "http://127.0.0.1:8000/v1"})`` call litellm:
-  batched, retried with exponential backoff and jitter on 429/5xx/timeouts (honouring ``Retry-After``),
+  batched, retried like chat calls (``workbench.providers``: 429/5xx/timeouts, honouring ``Retry-After``),
   with a per-process per-text cache so each distinct text is sent once. API keys come from the
   environment only (optionally a variable named by ``api_key_env``); they are never stored.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import sys
 import threading
@@ -32,8 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from workbench import providers  # one retry policy, error mapping and litellm import for chat and embeddings
 from workbench.errors import RetrievalError
-from workbench.llm import retry_after as _retry_after  # one Retry-After parser for chat and embeddings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -220,16 +219,6 @@ _LENGTH_HINT = re.compile(
 )
 
 
-def _import_litellm() -> Any:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    try:
-        import litellm
-    except ImportError as exc:  # pragma: no cover - dependency of the package
-        raise RetrievalError("litellm embedders need the 'litellm' package: pip install litellm") from exc
-    litellm.suppress_debug_info = True  # otherwise it prints help banners to stdout on every failed call
-    return litellm
-
-
 class _TruthyZero(int):
     """0 that is truthy: litellm's OpenAI path does ``max_retries or DEFAULT_MAX_RETRIES`` (so a plain 0 becomes 2).
 
@@ -298,6 +287,7 @@ class LiteLLMEmbedder:
         self.texts_sent = 0
         self.cache_hits = 0
         self.retries = 0
+        providers.litellm_needed()
 
     @property
     def dim(self) -> int:
@@ -350,39 +340,32 @@ class LiteLLMEmbedder:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts]).astype(np.float32, copy=False)
 
+    def _where(self) -> str:
+        return f"embedder {self.model!r}" + (f" at {self.api_base}" if self.api_base else "")
+
     def _embed_batch(self, batch: list[str]) -> dict[str, str]:
         """Embed one batch into the cache; return {text: error} for inputs the model rejects as too long."""
-        litellm = _import_litellm()
-        try:
-            vectors = self._call_with_retries(litellm, batch)
-        except litellm.BadRequestError as exc:
-            message = str(exc)
-            too_long = isinstance(exc, litellm.ContextWindowExceededError) or bool(_LENGTH_HINT.search(message))
-            if not too_long:
-                raise RetrievalError(
-                    f"embedder {self.model!r} rejected the request: {message[:500]}. Check the model name and params."
-                ) from exc
+        rejected = self._call_with_retries(batch)
+        if isinstance(rejected, str):
             if len(batch) == 1:
-                return {batch[0]: message}
+                return {batch[0]: rejected}
             # Bisect to find the offending inputs; everything else gets embedded.
             mid = len(batch) // 2
             return {**self._embed_batch(batch[:mid]), **self._embed_batch(batch[mid:])}
         with self._lock:
-            for text, vec in zip(batch, vectors, strict=True):
+            for text, vec in zip(batch, rejected, strict=True):
                 self._cache[text] = vec
         return {}
 
-    def _call_with_retries(self, litellm: Any, batch: list[str]) -> np.ndarray:
+    def _call_with_retries(self, batch: list[str]) -> np.ndarray | str:
+        """The batch's vectors, or the provider's message when it rejects an input as too long.
+
+        Errors go through the same classification and retry policy as chat calls (workbench.providers); the
+        provider's exception is never chained into ours, since it may echo the key.
+        """
         import numpy as np
 
-        retryable = (
-            litellm.RateLimitError,
-            litellm.Timeout,
-            litellm.APIConnectionError,
-            litellm.InternalServerError,
-            litellm.ServiceUnavailableError,
-            litellm.BadGatewayError,
-        )
+        litellm = providers.litellm_module()
         kwargs: dict[str, Any] = dict(self.params)
         if self.api_base:
             kwargs["api_base"] = self.api_base
@@ -391,44 +374,40 @@ class LiteLLMEmbedder:
         api_key = self._api_key()
         if api_key:
             kwargs["api_key"] = api_key
+        key_env = self.api_key_env or providers.key_env_hint(self.model)
         attempt = 0
         while True:
+            attempt += 1
             self.requests += 1
             self.texts_sent += len(batch)
-            error: RetrievalError | None = None
             try:
                 response = litellm.embedding(
                     model=self.model, input=batch, timeout=self.timeout, max_retries=_NO_RETRIES, **kwargs
                 )
                 break
-            except retryable as exc:
-                if attempt >= self.max_retries:
-                    error = RetrievalError(
-                        f"embedder {self.model!r} still failing after {attempt + 1} attempts "
-                        f"({type(exc).__name__}: {str(exc)[:300]}); try again later or lower batch_size"
-                    )
-                else:
-                    wait = _retry_after(exc)
-                    if wait is not None:  # the provider said how long: do that (capped), plus a little jitter
-                        delay = min(wait, MAX_RETRY_AFTER) + random.uniform(0, 0.05)
-                    else:  # exponential backoff with full jitter
-                        delay = random.uniform(0, min(self.backoff_max, self.backoff_base * (2**attempt)))
-                    log.info("embedder %s: %s, retrying in %.2f s", self.model, type(exc).__name__, delay)
-                    self.retries += 1
-                    attempt += 1
-                    time.sleep(delay)
-            except (litellm.AuthenticationError, litellm.PermissionDeniedError) as exc:
-                error = RetrievalError(
-                    f"embedder {self.model!r} was refused ({type(exc).__name__}): set the provider's API key in "
-                    f"the environment (e.g. OPENAI_API_KEY) or name its variable with api_key_env"
+            except Exception as exc:  # noqa: BLE001 - classified in one place, for chat and embeddings alike
+                failure = providers.classify(exc, self._where(), key_env=key_env, secret=api_key, timeout=self.timeout)
+                text = providers.provider_text(exc, api_key)
+                mro = {c.__name__ for c in type(exc).__mro__}
+            # decided outside the except block, so no error raised here carries the provider's exception
+            # (and its request, Authorization header included) in __context__
+            if failure.kind == "fatal":
+                raise RetrievalError(failure.message)
+            if failure.kind == "cell":
+                if "ContextWindowExceededError" in mro or _LENGTH_HINT.search(text):
+                    return text
+                raise RetrievalError(
+                    f"{self._where()} rejected the request ({failure.message}). Check the model name and params."
                 )
-            except litellm.NotFoundError as exc:
-                error = RetrievalError(
-                    f"embedding model {self.model!r} was not found by the provider: check the model name "
-                    f"({str(exc)[:200]})"
-                )
-            if error is not None:  # raised outside the except: the provider's exception (and request) stays behind
-                raise error
+            if providers.give_up(failure, attempt, self.max_retries):
+                message = providers.final_message(failure, attempt)
+                raise RetrievalError(f"{message}; try again later or lower batch_size")
+            delay = providers.backoff(
+                attempt, self.backoff_base, failure.wait, cap=MAX_RETRY_AFTER if failure.wait else self.backoff_max
+            )
+            log.info("%s: %s, retrying in %.2f s", self._where(), failure.message, delay)
+            self.retries += 1
+            time.sleep(delay)
         data = sorted(_field(item, "index", i) for i, item in enumerate(response.data))
         items = sorted(response.data, key=lambda item: _field(item, "index", 0))
         if len(items) != len(batch) or data != list(range(len(batch))):
@@ -546,7 +525,7 @@ def _check_litellm_model(model: str, spec: Any) -> None:
     import contextlib
     import io
 
-    litellm = _import_litellm()
+    litellm = providers.litellm_module()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # litellm prints a provider list on failure
             litellm.get_llm_provider(model)

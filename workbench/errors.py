@@ -1,4 +1,4 @@
-"""Typed errors. The library raises these; only the faces (CLI, magics, widgets) decide how to show them.
+"""Typed errors. The library raises these; only the faces (CLI, magics) decide how to show them.
 
 Every message says what is wrong, where, and what to do next.
 """

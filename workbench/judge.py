@@ -16,6 +16,7 @@ from typing import Any
 
 from workbench.errors import MetricError
 from workbench.llm import Gateway, ModelConfig, request_key
+from workbench.store import dumps
 
 JUDGE_ENV = "LLMOPS_JUDGE_MODEL"
 
@@ -82,6 +83,25 @@ class Judge:
     metric: str = ""
     calls: list[JudgeCall] = field(default_factory=list)
     pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+
+    def rows(self, case_id: str, variant: str, repeat: int) -> list[dict[str, Any]]:
+        """This judge's calls as rows of the ``judgements`` table (one builder for runs and pairwise)."""
+        return [
+            {
+                "case_id": case_id,
+                "variant": variant,
+                "repeat": repeat,
+                "metric": c.metric,
+                "seq": i,
+                "tag": c.tag,
+                "model": c.model,
+                "request_key": c.request_key,
+                "messages": dumps(c.messages),
+                "response": c.response,
+                "cached": c.cached,
+            }
+            for i, c in enumerate(self.calls)
+        ]
 
     def bind(self, metric: str) -> Judge:
         """A fresh judge for one (cell, metric): its ``calls`` are that metric's evidence."""

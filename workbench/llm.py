@@ -1,70 +1,52 @@
-"""Model gateway over litellm: model configs, request keys, retries, per-model concurrency, cost.
+"""Model gateway: model configs, request keys, retries, per-model concurrency, cost, and which client calls.
 
-Why our own retry loop instead of litellm's: we must honour Retry-After on 429, count every
-attempt, and stop a whole run at the first auth / unknown-model error instead of failing N cells.
-litellm is imported lazily (it takes seconds and, without ``LITELLM_LOCAL_MODEL_COST_MAP``, reaches
-for the network); this module is also the one place that maps litellm's exceptions to ours.
-API keys are read from the environment at call time and never stored.
+Three routes serve a model, chosen per model config (``client: auto|openai|litellm``, default ``auto``):
+
+- ``local/*`` (the embedded baseline) is answered in-process: no import, no HTTP, no event-loop hop.
+- OpenAI-compatible chat endpoints (``openai/...``, a bare OpenAI model name such as ``gpt-4o-mini``, and
+  ``hosted_vllm/``, ``lm_studio/``, ``llamafile/`` with an ``api_base``) go through the official ``openai``
+  SDK with its aiohttp transport: litellm costs ~4x its CPU per call and seconds to import.
+- everything else goes through litellm, imported on first use.
+
+Both HTTP routes share one retry loop (Retry-After, 4xx-not-retried, fatal auth / unknown model), one error
+mapping and one price table (``workbench.providers``), and the request key does not depend on the route:
+a response cached through one answers the other. Why our own retry loop: we must honour Retry-After on
+429, count every attempt, and stop a whole run at the first auth / unknown-model error instead of failing
+N cells. API keys are read from the environment at call time and never stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
-import random
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+from workbench import providers
 from workbench.errors import ModelError, ModelFatalError, SpecError
+from workbench.providers import classify, litellm_module, retry_after, warm_import  # noqa: F401 - re-exported
 from workbench.store import dumps
-
-_LITELLM: Any = None
-_LITELLM_LOCK = threading.Lock()
 
 # litellm kwargs a user may not put in params: they are ours to set.
 _RESERVED = {"model", "messages", "api_key", "api_base", "num_retries", "max_retries", "timeout", "stream"}
-
-
-def litellm_module() -> Any:
-    """Import litellm once, offline-safe and configured lean; registers the embedded baseline provider."""
-    global _LITELLM
-    if _LITELLM is not None:
-        return _LITELLM
-    with _LITELLM_LOCK:
-        if _LITELLM is None:
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            os.environ.setdefault("LITELLM_LOG", "ERROR")
-            import litellm
-
-            litellm.suppress_debug_info = True
-            litellm.telemetry = False
-            # No callbacks are registered, so nothing logs messages; the redaction flag would deep-copy every
-            # request and response for nothing (measured: 6-11% of litellm's per-call CPU).
-            litellm.callbacks = []
-            litellm.success_callback = []
-            litellm.failure_callback = []
-            litellm.set_verbose = False
-            from workbench.baseline import register_provider
-
-            register_provider(litellm)
-            _LITELLM = litellm
-    return _LITELLM
-
-
-def warm_import() -> threading.Thread:
-    """Import litellm in a background thread (used by %load_ext) so the first run does not wait."""
-    t = threading.Thread(target=litellm_module, name="workbench-litellm-import", daemon=True)
-    t.start()
-    return t
+CLIENTS = ("auto", "openai", "litellm")
+# litellm providers whose requests go unchanged to an OpenAI-style /chat/completions endpoint.
+OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "lm_studio", "llamafile")
+DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A litellm model string plus parameters. ``api_key_env`` names an environment variable, never a key."""
+    """A litellm model string plus parameters. ``api_key_env`` names an environment variable, never a key.
+
+    ``client`` picks who makes the call (``auto``: the openai SDK for OpenAI-compatible endpoints, in-process
+    for ``local/*``, litellm for the rest); it is not part of the identity, so it never changes a request key.
+    """
 
     name: str
     model: str
@@ -75,10 +57,18 @@ class ModelConfig:
     max_concurrency: int | None = None
     max_retries: int = 5
     retry_base: float = 0.5
+    client: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.model or not isinstance(self.model, str):
             raise SpecError(f"model {self.name!r}: `model` must be a litellm model string such as 'openai/gpt-4o-mini'")
+        if self.client not in CLIENTS:
+            raise SpecError(f"model {self.name!r}: client must be one of {list(CLIENTS)}, got {self.client!r}")
+        if self.client == "openai" and not self.api_base and self.provider != "openai":
+            raise SpecError(
+                f"model {self.name!r}: client: openai needs an api_base for {self.model!r} (only OpenAI's own models "
+                "have a default endpoint); set api_base to the server's /v1 URL or use client: litellm"
+            )
         bad = sorted(set(self.params) & _RESERVED)
         if bad:
             raise SpecError(
@@ -91,6 +81,31 @@ class ModelConfig:
 
         check_params(self.name, self.params, self.api_base)
         object.__setattr__(self, "params", dict(self.params))
+        if self.route == "litellm":
+            providers.litellm_needed()
+
+    @cached_property
+    def provider(self) -> str | None:
+        """litellm's provider prefix (``openai`` for ``openai/x``; a bare name's provider from the price table)."""
+        return providers.split_provider(self.model)[0]
+
+    @cached_property
+    def route(self) -> str:
+        """Who serves this model: ``local`` (in-process), ``openai`` (the SDK) or ``litellm``."""
+        if self.client == "litellm":
+            return "litellm"
+        if self.model.startswith("local/"):
+            return "local"
+        if self.client == "openai":
+            return "openai"
+        if self.provider == "openai" or (self.provider in OPENAI_COMPATIBLE and self.api_base):
+            return "openai"
+        return "litellm"
+
+    @property
+    def where(self) -> str:
+        """How messages name this model: 'model NAME (MODEL at URL)'."""
+        return f"model {self.name!r} ({self.model}{' at ' + self.api_base if self.api_base else ''})"
 
     @property
     def hash(self) -> str:
@@ -112,6 +127,7 @@ class ModelConfig:
             "max_concurrency": self.max_concurrency,
             "max_retries": self.max_retries,
             "retry_base": self.retry_base,
+            "client": self.client,
         }
 
     def record(self) -> dict[str, Any]:
@@ -119,6 +135,8 @@ class ModelConfig:
             "api_key_env": self.api_key_env,
             "timeout": self.timeout,
             "max_concurrency": self.max_concurrency,
+            "client": self.client,
+            "route": self.route,  # which client served it, recorded with every run
         }
         return {"name": self.name, "model": self.model, "hash": self.hash, "config": config}
 
@@ -160,92 +178,22 @@ class GatewayStats:
     cost: float = 0.0
 
 
-# Matched through the class hierarchy: these are temporary whatever their status code says.
-_TRANSIENT = {
-    "RateLimitError",
-    "InternalServerError",
-    "ServiceUnavailableError",
-    "APIConnectionError",
-    "Timeout",
-    "JSONDecodeError",
-    "BadGatewayError",
-}
-
-
-def retry_after(exc: BaseException) -> float | None:
-    """Seconds the provider asked us to wait (``retry-after-ms`` or ``Retry-After``: seconds or HTTP date)."""
-    headers: Any = getattr(exc, "litellm_response_headers", None)
-    if not headers:
-        headers = getattr(getattr(exc, "response", None), "headers", None)
-    if not headers:
-        return None
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(float(ms) / 1000.0, 0.0)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            from email.utils import parsedate_to_datetime
-
-            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-def classify(exc: BaseException, model: ModelConfig, secret: str | None = None) -> tuple[str, str]:
-    """Map a litellm / HTTP exception to ('fatal' | 'transient' | 'cell', message); ``secret`` is masked out.
-
-    A 4xx other than 408/409/429 is never retried: the same request cannot succeed (bad request,
-    context window exceeded, content policy). litellm's generic ``APIError`` counts as temporary only
-    when it is that exact class, since every status error inherits from it.
-    """
-    name = type(exc).__name__
-    mro = {c.__name__ for c in type(exc).__mro__}
-    status = getattr(exc, "status_code", None)
-    raw = str(exc).strip()
-    if secret and len(secret) >= 8:
-        raw = raw.replace(secret, "***")
-    text = raw.splitlines()[0][:300] if raw else name
-    where = f"model {model.name!r} ({model.model}{' at ' + model.api_base if model.api_base else ''})"
-    if mro & {"AuthenticationError", "PermissionDeniedError"} or status in (401, 403):
-        env = model.api_key_env or _key_env_hint(model.model)
-        return "fatal", (
-            f"{where}: authentication failed ({text}). Set {env} in the environment to a valid key "
-            "(keys are read from the environment and never stored), then resume the run."
-        )
-    if "NotFoundError" in mro or status == 404:
-        return "fatal", (
-            f"{where}: the model or endpoint was not found ({text}). Check the model name and api_base; "
-            "litellm model strings look like 'openai/gpt-4o-mini' or 'ollama/llama3'."
-        )
-    if name == "BadRequestError" and ("LLM Provider NOT provided" in str(exc) or "not supported" in str(exc)):
-        return "fatal", f"{where}: litellm does not know this model ({text}). See litellm's provider list."
-    if status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
-        return "transient", f"{where}: {name}: {text}"
-    if isinstance(status, int) and 400 <= status < 500:
-        return "cell", f"{where}: {name} (HTTP {status}, not retried): {text}"
-    if mro & _TRANSIENT or name == "APIError":
-        return "transient", f"{where}: {name}: {text}"
-    if isinstance(exc, (asyncio.TimeoutError, ConnectionError, ValueError)):
-        return "transient", f"{where}: {name}: {text}"
-    return "cell", f"{where}: {name}: {text}"
-
-
-def _key_env_hint(model: str) -> str:
-    provider = model.split("/", 1)[0].upper() if "/" in model else "OPENAI"
-    return f"{provider}_API_KEY"
-
-
 class Gateway:
-    """Makes model calls with retries and per-model concurrency limits; counts tokens, cost and attempts."""
+    """Makes model calls with retries and per-model concurrency limits; counts tokens, cost and attempts.
 
-    def __init__(self) -> None:
+    ``concurrency`` sizes the connection pool of each OpenAI SDK client. ``routes`` maps each model name
+    called to the route that served it. Close with ``aclose()`` (or let ``asyncio.run`` end: clients are
+    closed with their loop).
+    """
+
+    def __init__(self, concurrency: int = 16) -> None:
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self.stats = GatewayStats()
+        self.routes: dict[str, str] = {}
+        self.clients = providers.OpenAIClients(concurrency)
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
 
     def _semaphore(self, model: ModelConfig) -> asyncio.Semaphore | None:
         if not model.max_concurrency:
@@ -264,67 +212,144 @@ class Gateway:
             return await self._complete(model, messages)
 
     async def _complete(self, model: ModelConfig, messages: list[dict[str, str]]) -> CallResult:
-        litellm = litellm_module()
-        kwargs: dict[str, Any] = dict(model.params)
-        if model.api_base:
-            kwargs["api_base"] = model.api_base
-        if model.api_key_env:
-            key = os.environ.get(model.api_key_env)
-            if not key:
-                raise ModelFatalError(
-                    f"model {model.name!r}: environment variable {model.api_key_env} is not set; export it with your "
-                    "API key (it is read at call time and never stored)"
-                )
-            kwargs["api_key"] = key
-        elif model.api_base and not model.model.startswith("local/"):
-            # OpenAI-compatible local servers usually accept any key; litellm insists on one being present.
-            kwargs.setdefault("api_key", os.environ.get("OPENAI_API_KEY") or "sk-no-key")
+        route = model.route
+        self.routes[model.name] = route
+        key = _api_key(model, route)
+        key_env = model.api_key_env or providers.key_env_hint(model.model)
         attempt = 0
         while True:
             attempt += 1
             self.stats.attempts += 1
             start = time.perf_counter()
             try:
-                resp = await litellm.acompletion(
-                    model=model.model,
-                    messages=messages,
-                    timeout=model.timeout,
-                    max_retries=0,
-                    num_retries=0,
-                    **kwargs,
-                )
+                if route == "local":
+                    output, pt, ct, cost = _local(model, messages)
+                elif route == "openai":
+                    output, pt, ct, cost = await self._openai(model, messages, key)
+                else:
+                    output, pt, ct, cost = await _litellm(model, messages, key)
                 latency_ms = (time.perf_counter() - start) * 1000
-                output = resp.choices[0].message.content
-                if output is None:
-                    output = ""
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - every provider error is classified here, in one place
+            except Exception as exc:  # noqa: BLE001 - every provider error is classified, in one place
                 # the key is masked before the message is cut, and the raw exception is not chained:
                 # neither the workspace, nor a log, nor a traceback may show it
-                kind, message = classify(exc, model, secret=kwargs.get("api_key"))
-                wait = retry_after(exc)
+                failure = classify(exc, model.where, key_env=key_env, secret=key, timeout=model.timeout)
             # raised outside the except block: `from None` only hides __context__, and the provider's
-            # exception there carries the request (Authorization header included)
-            if kind == "fatal":
-                raise ModelFatalError(message)
-            if kind == "cell" or attempt > model.max_retries:
-                suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                raise ModelError(message + suffix)
+            # exception kept there carries the request (Authorization header included)
+            if failure.kind == "fatal":
+                raise ModelFatalError(failure.message)
+            if providers.give_up(failure, attempt, model.max_retries):
+                raise ModelError(providers.final_message(failure, attempt))
             self.stats.retries += 1
-            if wait is None:
-                wait = random.uniform(0, model.retry_base * 2 ** (attempt - 1))
-            await asyncio.sleep(min(wait, 60.0))
-        usage = getattr(resp, "usage", None)
-        pt = getattr(usage, "prompt_tokens", None) if usage else None
-        ct = getattr(usage, "completion_tokens", None) if usage else None
-        cost = _cost(litellm, resp)
+            await asyncio.sleep(providers.backoff(attempt, model.retry_base, failure.wait))
         self.stats.calls += 1
         self.stats.prompt_tokens += pt or 0
         self.stats.completion_tokens += ct or 0
         self.stats.cost += cost or 0.0
-        return CallResult(str(output), pt, ct, cost, latency_ms, attempt)
+        return CallResult(output, pt, ct, cost, latency_ms, attempt)
+
+    async def _openai(
+        self, model: ModelConfig, messages: list[dict[str, str]], key: str | None
+    ) -> tuple[str, int | None, int | None, float | None]:
+        """One POST through the SDK's documented raw-request method (``client.post``): the SDK's transport, auth
+        headers, timeouts and status-error classes, without re-validating our plain-dict messages and params
+        against its type annotations or building pydantic objects for the reply (measured: ~half its CPU per call).
+        Params go into the body unchanged, as litellm sends them for OpenAI-compatible providers."""
+        client = await self.clients.get(_openai_base(model), key or "sk-no-key")
+        body = {**model.params, "model": _wire_name(model), "messages": messages}
+        raw = await client.post(
+            "/chat/completions", cast_to=self.clients.raw_response, body=body, options={"timeout": model.timeout}
+        )
+        data = json.loads(raw.content)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        message = choices[0].get("message") if isinstance(choices, list) and choices else None
+        if not isinstance(message, dict):
+            raise providers.MalformedResponse("provider returned a response with no 'choices'")
+        output = message.get("content") or ""
+        usage = data.get("usage") or {}
+        pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        cost = providers.call_cost(model.model, pt, ct, served_as=data.get("model"), cached_tokens=cached)
+        return str(output), pt, ct, cost
+
+
+class _UnknownLocalModel(Exception):
+    status_code = 404
+
+
+def _local(model: ModelConfig, messages: list[dict[str, str]]) -> tuple[str, int | None, int | None, float | None]:
+    """The embedded baseline, in-process; same answer and token counts as its litellm custom provider."""
+    from workbench import baseline
+
+    name = model.model.split("/", 1)[-1]
+    if name not in baseline.MODELS:
+        known = sorted(baseline.MODELS)
+        raise _UnknownLocalModel(f"unknown local model {model.model!r}; the embedded models are {known}")
+    text, prompt_tokens, completion_tokens = baseline.respond(messages)
+    return text, prompt_tokens, completion_tokens, None
+
+
+async def _litellm(
+    model: ModelConfig, messages: list[dict[str, str]], key: str | None
+) -> tuple[str, int | None, int | None, float | None]:
+    litellm = litellm_module()
+    kwargs: dict[str, Any] = dict(model.params)
+    if model.api_base:
+        kwargs["api_base"] = model.api_base
+    if key is not None:
+        kwargs["api_key"] = key
+    resp = await litellm.acompletion(
+        model=model.model, messages=messages, timeout=model.timeout, max_retries=0, num_retries=0, **kwargs
+    )
+    output = resp.choices[0].message.content
+    usage = getattr(resp, "usage", None)
+    pt = getattr(usage, "prompt_tokens", None) if usage else None
+    ct = getattr(usage, "completion_tokens", None) if usage else None
+    return str(output or ""), pt, ct, _cost(litellm, resp)
+
+
+def _api_key(model: ModelConfig, route: str) -> str | None:
+    """The key for this call, from the environment; the same rules (and messages) on every route."""
+    if route == "local":
+        return None
+    if model.api_key_env:
+        key = os.environ.get(model.api_key_env)
+        if not key:
+            raise ModelFatalError(
+                f"model {model.name!r}: environment variable {model.api_key_env} is not set; export it with your "
+                "API key (it is read at call time and never stored)"
+            )
+        return key
+    if model.api_base:
+        # OpenAI-compatible local servers usually accept any key; both clients insist on one being present.
+        return os.environ.get("OPENAI_API_KEY") or "sk-no-key"
+    if model.provider == "openai":
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise ModelFatalError(
+                f"{model.where}: authentication failed (no API key). Set OPENAI_API_KEY in the environment to a "
+                "valid key (keys are read from the environment and never stored), then resume the run."
+            )
+        return key
+    return None  # litellm finds the provider's own variable (ANTHROPIC_API_KEY, ...)
+
+
+def _openai_base(model: ModelConfig) -> str:
+    if model.api_base:
+        return model.api_base
+    return os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE") or DEFAULT_OPENAI_BASE
+
+
+def _wire_name(model: ModelConfig) -> str:
+    """The model name the endpoint sees: litellm's provider prefix removed, as litellm does."""
+    provider, name = providers.split_provider(model.model)
+    if provider is None or "/" not in model.model:
+        return model.model
+    if provider in OPENAI_COMPATIBLE or provider in providers.known_providers():
+        return name
+    return model.model
 
 
 def _cost(litellm: Any, resp: Any) -> float | None:

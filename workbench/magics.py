@@ -7,7 +7,6 @@ the parser raises instead of exiting, so a typo never kills the kernel.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 from typing import Any
 
@@ -119,11 +118,11 @@ def llmops(line: str, cell: str | None = None) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics and start importing litellm in the background (it takes seconds)."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    from workbench.llm import warm_import
+    """Register the magics; litellm (seconds to import) is warmed in the background only once a model needs it."""
+    from workbench.providers import configure_environment, warm_when_needed
 
-    warm_import()
+    configure_environment()
+    warm_when_needed()
 
     def _magic(line: str, cell: str | None = None) -> Any:
         return llmops(line, cell)

@@ -187,22 +187,7 @@ def _judge_all(
             except (JudgeParseError, ModelError) as exc:
                 row["error"] = f"{type(exc).__name__}: {exc}"
             finally:
-                judgements.extend(
-                    {
-                        "case_id": pair["case_id"],
-                        "variant": pair_name,
-                        "repeat": pair["repeat"],
-                        "metric": label,
-                        "seq": i,
-                        "tag": c.tag,
-                        "model": c.model,
-                        "request_key": c.request_key,
-                        "messages": dumps(c.messages),
-                        "response": c.response,
-                        "cached": c.cached,
-                    }
-                    for i, c in enumerate(judge.calls)
-                )
+                judgements.extend(judge.rows(pair["case_id"], pair_name, pair["repeat"]))
             return row
 
         tasks = [asyncio.create_task(one(p)) for p in pairs]

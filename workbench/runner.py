@@ -40,7 +40,7 @@ from workbench.errors import (
 from workbench.journal import Journal
 from workbench.judge import Judge
 from workbench.llm import CallResult, Gateway, ModelConfig, request_key
-from workbench.metrics.registry import BoundMetric, CellView, Score, check_columns
+from workbench.metrics.registry import BOARD_COLUMNS, CELL_COLUMNS, BoundMetric, CellView, Score, check_columns
 from workbench.prompts import (
     Prompt,
     RenderFailure,
@@ -175,6 +175,12 @@ class Experiment:
         dup = sorted({n for n in labels if labels.count(n) > 1})
         if dup:
             raise MetricError(f"metric {dup[0]!r} appears twice; give one of them a different `label`")
+        clash = sorted({lb for lb in labels if lb.endswith("_error") and lb[: -len("_error")] in labels})
+        if clash:
+            raise MetricError(
+                f"metric label {clash[0]!r} clashes with the error column of metric {clash[0][:-6]!r} in "
+                "results(); give one of them a different `label`"
+            )
 
     def to_record(self) -> dict[str, Any]:
         """Everything needed to rebuild this experiment in another process (resume after kill -9)."""
@@ -222,6 +228,7 @@ class Experiment:
                 max_concurrency=m.get("max_concurrency"),
                 max_retries=m.get("max_retries", 5),
                 retry_base=m.get("retry_base", 0.5),
+                client=m.get("client", "auto"),
             )
             retriever = None
             if v.get("retriever"):
@@ -276,26 +283,23 @@ class Experiment:
         return plan
 
     def _estimate_judges(self, plan: Plan) -> None:
-        """Judge calls = cells x calls per cell; cost from litellm's price map at ~4 characters a token."""
+        """Judge calls = cells x calls per cell; cost from litellm's price table at ~4 characters a token."""
         judged = [m for m in self.metrics if m.judge is not None]
         if not judged:
             return
-        from workbench.llm import litellm_module
+        from workbench.providers import call_cost
 
-        litellm = litellm_module()
         chars = sum(len(m["content"]) for c in plan.cells for m in c.messages) / max(len(plan.cells), 1)
         total = 0.0
         known = True
         for m in judged:
             calls = m.definition.judge_calls * len(plan.cells)
             plan.judge_calls += calls
-            try:
-                prompt_cost, completion_cost = litellm.cost_per_token(
-                    model=m.judge.model, prompt_tokens=int(chars / 4) + 200, completion_tokens=150
-                )
-                total += (prompt_cost + completion_cost) * calls
-            except Exception:  # noqa: BLE001 - models missing from litellm's price map have no estimate
+            cost = call_cost(m.judge.model, int(chars / 4) + 200, 150)  # litellm's price table, read as data
+            if cost is None:  # models missing from the price table have no estimate
                 known = False
+            else:
+                total += cost * calls
         plan.judge_cost_estimate = total if known else None
 
     def _retrieve(self, cases: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -376,6 +380,8 @@ class RunSummary:
     cost: float = 0.0
     seconds: float = 0.0
     status: str = "created"
+    batch_fallbacks: int = 0  # batch scoring attempts that failed and fell back to scoring cell by cell
+    clients: dict[str, str] = field(default_factory=dict)  # model name -> route that served it (openai/litellm/local)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -460,12 +466,34 @@ class Run:
 
     # -- results -----------------------------------------------------------------------------
 
+    def _metric_columns(self) -> dict[str, str]:
+        """Metric label -> its column in results()/leaderboard() (see registry.RESERVED_COLUMNS).
+
+        A built-in that is a raw column under its own name (``cost``) is left out: the raw column is it.
+        A label that clashes otherwise (only in runs stored before the rule) gets a ``_metric`` suffix.
+        """
+        from workbench.metrics.registry import RESERVED_COLUMNS, get
+
+        out: dict[str, str] = {}
+        for m in self.info["spec"]["metrics"]:
+            label = m["label"]
+            try:
+                shares = get(m["name"]).column == label
+            except MetricError:  # a plugin that is not installed here: its stored scores still show
+                shares = False
+            if not shares:
+                clashes = label in RESERVED_COLUMNS or label.startswith("human_")
+                out[label] = f"{label}_metric" if clashes else label
+        return out
+
     def results(self) -> pd.DataFrame:
         """One row per cell: case, variant, repeat, prompt, output, one column per metric, cost, latency, error."""
         import pandas as pd
 
         cells, scores = self.store.results(self.run_id)
-        labels = [m["label"] for m in self.info["spec"]["metrics"]]
+        columns = self._metric_columns()
+        scores = scores[scores["metric"].isin(list(columns))].assign(metric=lambda f: f["metric"].map(columns))
+        labels = list(columns.values())
         cells["messages"] = [json.loads(m) if isinstance(m, str) else m for m in cells["messages"]]
         cells["prompt"] = [
             next((x["content"] for x in reversed(m or []) if x["role"] == "user"), None) for m in cells["messages"]
@@ -491,24 +519,7 @@ class Run:
         human = feedback.per_cell(self.store, self.run_id)
         if len(human):
             out = out.merge(human, on=keys, how="left")
-        front = [
-            "case_id",
-            "variant",
-            "repeat",
-            "prompt",
-            "output",
-            *labels,
-            "error",
-            "latency_ms",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost",
-            "cached",
-            "retrieved",
-            "messages",
-            "error_kind",
-            "request_key",
-        ]
+        front = [*CELL_COLUMNS[:5], *labels, *CELL_COLUMNS[5:]]  # case, variant, repeat, prompt, output first
         rest = [c for c in out.columns if c not in front and c not in ("variant_position", "case_position")]
         return out[front + rest].reset_index(drop=True)
 
@@ -520,7 +531,9 @@ class Run:
         """Per variant: mean of every metric, n, errors, cost, p50/p95 latency, in grid order."""
         board = self.store.leaderboard(self.run_id)
         means = self.store.score_means(self.run_id)
-        labels = [m["label"] for m in self.info["spec"]["metrics"]]
+        columns = self._metric_columns()
+        means = means[means["metric"].isin(list(columns))].assign(metric=lambda f: f["metric"].map(columns))
+        labels = list(columns.values())
         if len(means):
             wide = means.pivot_table(index="variant", columns="metric", values="mean", aggfunc="first")
             board = board.merge(wide.reset_index(), on="variant", how="left")
@@ -528,18 +541,7 @@ class Run:
             if lb not in board.columns:
                 board[lb] = float("nan")
         board["cost_per_1k"] = board["cost"] / board["n"].where(board["n"] > 0) * 1000
-        cols = [
-            "variant",
-            *labels,
-            "n",
-            "errors",
-            "cached",
-            "cost",
-            "cost_per_1k",
-            "tokens",
-            "latency_p50_ms",
-            "latency_p95_ms",
-        ]
+        cols = ["variant", *labels, *BOARD_COLUMNS]
         from workbench import feedback
 
         human = feedback.per_cell(self.store, self.run_id)
@@ -631,6 +633,7 @@ class Run:
             "failed": int(board["errors"].sum()),
             "model_calls": self.last.model_calls,
             "retries": self.last.retries,
+            "clients": dict(self.last.clients),
             "cost": float(board["cost"].sum()),
             "seconds": round(self.last.seconds, 3),
             "leaderboard": json.loads(board.to_json(orient="records")),
@@ -698,7 +701,7 @@ class _Executor:
         self.journal: Journal | None = None
         self.lock = threading.Lock()
         self.fatal: ModelFatalError | None = None
-        self.gateway = Gateway()
+        self.gateway = Gateway(run.experiment.concurrency)
         self.judges: dict[str, Judge] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[Any] | None = None
@@ -766,7 +769,16 @@ class _Executor:
                 options = {k: m.options[k] for k in (*d.required_options, *d.optional_options) if k in m.options}
                 try:
                     values = d.batch([views[i].output for i in idx], [views[i].case[column] for i in idx], **options)
-                except Exception:  # noqa: BLE001 - the per-cell path below scores (and reports) each cell
+                    if len(values) != len(idx):
+                        raise ValueError(f"batch returned {len(values)} values for {len(idx)} cells")
+                except Exception as exc:  # noqa: BLE001 - the per-cell path below scores (and reports) each cell
+                    # never silently: a broken batch form would only show up as a slow run
+                    self.summary.batch_fallbacks += 1
+                    warnings.warn(
+                        f"metric {m.label!r}: batch scoring failed ({type(exc).__name__}: {exc}); scoring "
+                        f"{len(idx)} cells one by one instead",
+                        stacklevel=2,
+                    )
                     values, idx = [], []
                 for i, value in zip(idx, values):
                     rows[i].append(self._score_row(items[i][0], m, value, None))
@@ -810,22 +822,7 @@ class _Executor:
             except Exception as exc:  # noqa: BLE001 - a failing metric records its error for this cell only
                 row = self._score_row(cell, m, None, f"{type(exc).__name__}: {exc}")
             if judge is not None:
-                calls.extend(
-                    {
-                        "case_id": cell.case_id,
-                        "variant": cell.variant.name,
-                        "repeat": cell.repeat,
-                        "metric": m.label,
-                        "seq": i,
-                        "tag": c.tag,
-                        "model": c.model,
-                        "request_key": c.request_key,
-                        "messages": dumps(c.messages),
-                        "response": c.response,
-                        "cached": c.cached,
-                    }
-                    for i, c in enumerate(judge.calls)
-                )
+                calls.extend(judge.rows(cell.case_id, cell.variant.name, cell.repeat))
             return row
 
         rows = list(await asyncio.gather(*(one(m) for m in self.async_metrics)))
@@ -1046,6 +1043,7 @@ class _Executor:
         finally:
             s.model_calls = self.gateway.stats.calls
             s.retries = self.gateway.stats.retries
+            s.clients = dict(self.gateway.routes)
             stored, n_cells, status = self._final_write(status)
             s.seconds = time.perf_counter() - started
             self._postfix(bar)
@@ -1053,6 +1051,10 @@ class _Executor:
                 bar.close()
             s.status = status
             self.run.last = s
+            try:
+                await self.gateway.aclose()  # HTTP connections; asyncio.run would close them with the loop anyway
+            except Exception:  # noqa: BLE001 - every cell is stored by now; a failing socket close must not hide that
+                pass
         if status == "interrupted":
             warnings.warn(
                 f"run {run_id} interrupted: {stored}/{n_cells} cells stored. Resume it with run.resume() "

@@ -57,6 +57,7 @@ class ModelSpec(_Strict):
     timeout: float = Field(120.0, gt=0)
     max_concurrency: int | None = Field(None, ge=1)
     max_retries: int = Field(5, ge=0)
+    client: Literal["auto", "openai", "litellm"] = "auto"
 
 
 class VariantSpec(_Strict):

@@ -579,13 +579,6 @@ class Store:
                     ],
                 )
 
-    def set_run_status(self, run_id: str, status: str, finished: bool = False) -> None:
-        with self.connect() as con:
-            con.execute(
-                "UPDATE runs SET status=$2, finished_at=CASE WHEN $3 THEN now() ELSE finished_at END WHERE run_id=$1",
-                [run_id, status, finished],
-            )
-
     def get_run(self, run_id: str) -> dict[str, Any]:
         with self.connect() as con:
             row = con.execute(
@@ -721,20 +714,6 @@ class Store:
             query += " AND error IS NULL"
         with self.connect() as con:
             return {(r[0], r[1], int(r[2])) for r in con.execute(query, [run_id]).fetchall()}
-
-    def lookup_responses(self, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-        """Cached responses for many request keys in one query."""
-        if not keys:
-            return {}
-        import pyarrow as pa
-
-        with self.connect() as con:
-            con.register("_keys", pa.table({"k": pa.array(list(keys), pa.string())}))
-            rows = con.execute(
-                "SELECT request_key, output, prompt_tokens, completion_tokens, cost, latency_ms "
-                "FROM responses JOIN _keys ON request_key = k"
-            ).fetchall()
-        return {r[0]: r[1:] for r in rows}
 
     def start_execution(self, run_id: str, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """Mark a run running and fetch the cached responses for its request keys, in one connection."""
@@ -1033,7 +1012,7 @@ class Store:
                 """
                 SELECT v.variant, v.position, count(c.case_id) AS n, count(c.error) AS errors,
                        count_if(c.cached)::BIGINT AS cached,
-                       coalesce(sum(c.cost), 0) AS cost,
+                       sum(c.cost) AS cost,  -- NULL when no cell was priced: unknown, not free
                        (coalesce(sum(c.prompt_tokens), 0) + coalesce(sum(c.completion_tokens), 0))::BIGINT AS tokens,
                        quantile_cont(c.latency_ms, 0.5) AS latency_p50_ms,
                        quantile_cont(c.latency_ms, 0.95) AS latency_p95_ms
@@ -1051,11 +1030,6 @@ class Store:
                 "FROM scores WHERE run_id=$1 GROUP BY variant, metric",
                 [run_id],
             ).df()
-
-    def cache_stats(self) -> dict[str, Any]:
-        with self.connect() as con:
-            row = _first(con.execute("SELECT count(*), coalesce(sum(cost), 0) FROM responses"))
-        return {"responses": int(row[0]), "cost": float(row[1])} if row else {}
 
 
 def _RESPONSE_SCHEMA() -> Any:

@@ -1,4 +1,4 @@
-"""The Workspace: the one Python API every face (CLI, magics, widgets, server extension) wraps."""
+"""The Workspace: the one Python API every face (today the CLI and the magics) wraps."""
 
 from __future__ import annotations
 
@@ -239,6 +239,7 @@ class Workspace:
                 timeout=m.timeout,
                 max_concurrency=m.max_concurrency,
                 max_retries=m.max_retries,
+                client=m.client,
             )
             for m in parsed.models
         ]

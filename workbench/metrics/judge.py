@@ -32,6 +32,8 @@ from workbench.errors import MetricError, WorkbenchError
 from workbench.judge import Judge
 from workbench.llm import request_key
 from workbench.metrics.registry import Score, register
+from workbench.text import JSON_FENCE, as_text
+from workbench.text import split_sentences as text_split
 
 Messages = list[dict[str, str]]
 
@@ -52,13 +54,10 @@ class JudgeParseError(WorkbenchError):
 # parsing helpers
 
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-
-
 def parse_json(reply: str) -> Any:
     """The first JSON object or array in ``reply`` (code fences and chatter around it are tolerated)."""
     text = (reply or "").strip()
-    fenced = _FENCE.search(text)
+    fenced = JSON_FENCE.search(text)
     candidates = [fenced.group(1).strip()] if fenced else []
     candidates.append(text)
     decoder = json.JSONDecoder()
@@ -188,39 +187,16 @@ def _reason_and_score(reply: str, score_names: Sequence[str] = ("score",)) -> tu
 # text helpers
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-_ABBREV = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Dr|Mr|Mrs|Ms|Prof|Fig|al|approx|No)\.$")
-
-
 def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text`` (line breaks and ``.!?`` followed by a capital; common abbreviations kept whole)."""
-    out: list[str] = []
-    for line in (text or "").splitlines():
-        line = line.strip().lstrip("-*• ").strip()
-        if not line:
-            continue
-        start = 0
-        pieces = []
-        for m in _SENTENCE_END.finditer(line):
-            if _ABBREV.search(line[start : m.start()]):
-                continue
-            pieces.append(line[start : m.start()].strip())
-            start = m.end()
-        pieces.append(line[start:].strip())
-        out.extend(p for p in pieces if re.search(r"\w", p))
-    return out
-
-
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return value if isinstance(value, str) else str(value)
+    """Statements of ``text``: its sentences, each line on its own, list bullets dropped (workbench.text)."""
+    out = (s.lstrip("-*• ").strip() for s in text_split(text or "", line_breaks=True))
+    return [s for s in out if re.search(r"\w", s)]
 
 
 def _last_user(messages: Sequence[Mapping[str, Any]] | None) -> str:
     for m in reversed(messages or []):
         if m.get("role") == "user":
-            return _clip(_text(m.get("content")))
+            return _clip(as_text(m.get("content")))
     return ""
 
 
@@ -231,10 +207,10 @@ def _clip(text: str, limit: int = _MAX_INPUT_CHARS) -> str:
 def _context_passages(retrieved: Sequence[Mapping[str, Any]] | None, context: Any) -> list[str]:
     """Retrieved chunk texts when the variant retrieved something, else the ``context`` column (text or list)."""
     if retrieved:
-        return [_text(c.get("text")) for c in retrieved if _text(c.get("text")).strip()]
+        return [as_text(c.get("text")) for c in retrieved if as_text(c.get("text")).strip()]
     if isinstance(context, (list, tuple)):
-        return [_text(c) for c in context if _text(c).strip()]
-    text = _text(context)
+        return [as_text(c) for c in context if as_text(c).strip()]
+    text = as_text(context)
     return [text] if text.strip() else []
 
 
@@ -467,8 +443,8 @@ async def rubric(
     if reference is not None:
         if reference not in case:
             raise MetricError(f"rubric: reference column {reference!r} is not in the dataset")
-        ref = _text(case[reference])
-    prompt = rubric_messages(criteria, _text(output), scale, cats, _last_user(messages) if include_input else "", ref)
+        ref = as_text(case[reference])
+    prompt = rubric_messages(criteria, as_text(output), scale, cats, _last_user(messages) if include_input else "", ref)
     reply = await judge.ask(prompt, tag="rubric")
     reason, raw = _reason_and_score(reply, ("score", "category", "rating"))
     if scale == "binary":
@@ -480,7 +456,7 @@ async def rubric(
         value = (s - 1) / 4
     else:
         by_lower = {c.lower(): c for c in cats}
-        name = by_lower.get(_text(raw).strip().strip(".\"'").lower())
+        name = by_lower.get(as_text(raw).strip().strip(".\"'").lower())
         if name is None:
             raise JudgeParseError(reply, f"category {raw!r} is not one of {cats}")
         value = float(category_scores[name]) if category_scores is not None else cats.index(name) / (len(cats) - 1)
@@ -537,9 +513,9 @@ async def g_eval(
     if reference is not None:
         if reference not in case:
             raise MetricError(f"g_eval: reference column {reference!r} is not in the dataset")
-        ref = _text(case[reference])
+        ref = as_text(case[reference])
     reply = await judge.ask(
-        geval_messages(criteria, aspect, steps_text, _text(output), _last_user(messages), ref), tag="g_eval"
+        geval_messages(criteria, aspect, steps_text, as_text(output), _last_user(messages), ref), tag="g_eval"
     )
     match = _GEVAL_SCORE.match(reply or "")
     if match is not None:
@@ -569,7 +545,7 @@ async def faithfulness(
     (1 call, all statements at once). Context: the retrieved chunks when the variant retrieved
     something, else the ``context`` column. No statements (empty answer) or no context -> not applicable.
     """
-    answer = _text(output)
+    answer = as_text(output)
     passages = _context_passages(retrieved, context)
     if not answer.strip():
         return _na("empty answer")
@@ -577,7 +553,7 @@ async def faithfulness(
         return _na("no context to check the answer against")
     reply = await judge.ask(statements_messages(_last_user(messages), answer), tag="statements")
     items = _json_list(reply, ("statements",))
-    statements = [_text(_field(s, ("statement", "text")) if isinstance(s, dict) else s).strip() for s in items]
+    statements = [as_text(_field(s, ("statement", "text")) if isinstance(s, dict) else s).strip() for s in items]
     statements = [s for s in statements if s]
     if not statements:
         return Score(None, {"reason": "the judge found no statements in the answer", "statements": []})
@@ -616,7 +592,7 @@ async def answer_relevancy(
     """
     if not isinstance(n, int) or n < 1:
         raise MetricError(f"answer_relevancy: n must be a positive integer, got {n!r}")
-    answer, q = _text(output), _text(question)
+    answer, q = as_text(output), as_text(question)
     if not answer.strip():
         return _na("empty answer")
     if not q.strip():
@@ -625,7 +601,7 @@ async def answer_relevancy(
     value = parse_json(reply)
     if not isinstance(value, dict) or not isinstance(value.get("questions"), list):
         raise JudgeParseError(reply, 'expected {"questions": [...], "noncommittal": 0 or 1}')
-    generated = [_text(x).strip() for x in value["questions"] if _text(x).strip()]
+    generated = [as_text(x).strip() for x in value["questions"] if as_text(x).strip()]
     if not generated:
         raise JudgeParseError(reply, "no questions")
     noncommittal = _binary(value.get("noncommittal", 0), reply)
@@ -666,10 +642,12 @@ async def context_precision(
     One call judges every retrieved chunk, in rank order, useful or not for reaching the expected answer;
     the value is mean precision@k over the ranks k of useful chunks. Without retrieval: not applicable.
     """
-    chunks = [_text(c.get("text")) for c in retrieved or []]
+    chunks = [as_text(c.get("text")) for c in retrieved or []]
     if not chunks:
         return _na("the variant retrieved no chunks")
-    reply = await judge.ask(chunk_usefulness_messages(_text(question), _text(expected), chunks), tag="chunk_verdicts")
+    reply = await judge.ask(
+        chunk_usefulness_messages(as_text(question), as_text(expected), chunks), tag="chunk_verdicts"
+    )
     verdicts = _verdicts(reply, len(chunks), ("verdicts", "chunks"), ("verdict", "useful"))
     rows = [
         {"rank": i, "doc_id": c.get("doc_id"), "chunk_id": c.get("chunk_id"), **v}
@@ -689,7 +667,7 @@ async def context_recall(
     The expected answer is split into sentences here; one call classifies each as attributable to the
     context (retrieved chunks, else the ``context`` column) or not.
     """
-    sentences = split_sentences(_text(expected))
+    sentences = split_sentences(as_text(expected))
     passages = _context_passages(retrieved, context)
     if not sentences:
         return _na("empty expected answer")
@@ -713,7 +691,7 @@ async def groundedness(
     The answer is split into sentences here; one call scores every sentence's information overlap with
     the source (retrieved chunks, else the ``context`` column), reason (evidence) first.
     """
-    sentences = split_sentences(_text(output))
+    sentences = split_sentences(as_text(output))
     passages = _context_passages(retrieved, context)
     if not sentences:
         return _na("empty answer")
@@ -739,7 +717,7 @@ async def toxicity(judge: Judge, output: str) -> Score:
     Judged with a reason, as TruLens' LLM-judged safety feedbacks are. Deterministic safety checks
     (PII, secrets, injection) live in ``workbench.metrics.safety``.
     """
-    text = _text(output)
+    text = as_text(output)
     if not text.strip():
         return _na("empty output")
     reply = await judge.ask(toxicity_messages(text), tag="toxicity")
@@ -754,7 +732,7 @@ async def toxicity(judge: Judge, output: str) -> Score:
 def _winner(reply: str) -> tuple[str, str | None]:
     """('A' | 'B' | 'tie', reason) from a pairwise reply."""
     reason, raw = _reason_and_score(reply, ("winner", "verdict", "better"))
-    v = _text(raw).strip().strip(".\"'[]").lower().replace("response ", "").replace("assistant ", "")
+    v = as_text(raw).strip().strip(".\"'[]").lower().replace("response ", "").replace("assistant ", "")
     if v in ("a", "1"):
         return "A", reason
     if v in ("b", "2"):

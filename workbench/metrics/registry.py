@@ -28,6 +28,42 @@ from workbench.errors import MetricError
 INJECTED = ("output", "case", "messages", "retrieved", "latency_ms", "cost", "tokens")
 COLUMN_OPTIONS = ("expected", "gold", "context", "question")
 
+# The naming rule for result tables: a metric's column is its label, and these raw columns of
+# ``Run.results()`` (per cell) and ``Run.leaderboard()`` / winner tables (per variant) are reserved, as are
+# ``human_*`` (feedback) and ``<label>_error``. A metric labelled like one of them would give two columns of
+# one name, so it is refused, except a built-in that *is* that raw column (``cost``), which shares it.
+CELL_COLUMNS = (  # in results() order; metric columns go after "output"
+    "case_id",
+    "variant",
+    "repeat",
+    "prompt",
+    "output",
+    "error",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "cached",
+    "retrieved",
+    "messages",
+    "error_kind",
+    "request_key",
+)
+BOARD_COLUMNS = ("n", "errors", "cached", "cost", "cost_per_1k", "tokens", "latency_p50_ms", "latency_p95_ms")
+RESERVED_COLUMNS = frozenset(CELL_COLUMNS + BOARD_COLUMNS + ("error_rate", "variant_position", "case_position"))
+
+
+def check_label(label: str, column: str | None = None) -> None:
+    """Refuse a metric column name that a raw results/leaderboard column already has (see RESERVED_COLUMNS)."""
+    if label == column:
+        return
+    if label in RESERVED_COLUMNS or label.startswith("human_"):
+        raise MetricError(
+            f"metric name {label!r} clashes with the raw column {label!r} that every run's results() or "
+            f"leaderboard() already has (reserved: {sorted(RESERVED_COLUMNS)} and human_*); give the metric "
+            f"another label, e.g. {{name: ..., label: {label}_score}}, or register it under another name"
+        )
+
 
 @dataclass(frozen=True)
 class Score:
@@ -70,6 +106,8 @@ class MetricDef:
     # Optional vectorised form for (output, expected) metrics: batch(outputs, expecteds, **options) -> values.
     # The runner uses it when it scores many cells at once (cached re-runs); results must equal fn's.
     batch: Callable[..., Sequence[Any]] | None = None
+    # A built-in whose value per cell is this raw results column: under that label it shares the column.
+    column: str | None = None
 
 
 _REGISTRY: dict[str, MetricDef] = {}
@@ -91,9 +129,11 @@ def register(
     replace: bool = True,
     judge_calls: int = 1,
     batch: Callable[..., Sequence[Any]] | None = None,
+    column: str | None = None,
 ) -> MetricDef:
-    """Add ``fn`` to the registry under ``name`` (default: its function name)."""
+    """Add ``fn`` to the registry under ``name`` (default: its function name); raw column names are refused."""
     metric_name = name or fn.__name__
+    check_label(metric_name, column)
     if not replace and metric_name in _REGISTRY:
         raise MetricError(f"metric {metric_name!r} is already registered; pass replace=True to override it")
     injected: list[str] = []
@@ -136,6 +176,7 @@ def register(
         is_async=inspect.iscoroutinefunction(fn),
         judge_calls=judge_calls if needs_judge else 0,
         batch=batch,
+        column=column,
     )
     _REGISTRY[metric_name] = definition
     return definition
@@ -288,6 +329,7 @@ def bind(name: str, options: Mapping[str, Any] | None = None, label: str | None 
         raise MetricError(
             f"metric {name!r} does not take option(s) {unknown}; it takes {sorted(allowed) or 'no options'}"
         )
+    check_label(label or name, definition.column)
     missing = [o for o in definition.required_options if o not in opts]
     if missing:
         raise MetricError(f"metric {name!r} needs option(s) {missing}, e.g. {{name: {name}, {missing[0]}: ...}}")

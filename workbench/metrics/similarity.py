@@ -38,6 +38,7 @@ from operator import methodcaller
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workbench.metrics.registry import Score, register
+from workbench.text import as_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,15 +67,10 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
-    """``None`` counts as an empty output; anything else is scored as its string form."""
-    return "" if value is None else value if isinstance(value, str) else str(value)
-
-
 def _references(expected: Any) -> list[str]:
     if isinstance(expected, (list, tuple)):
-        return [_text(e) for e in expected]
-    return [_text(expected)]
+        return [as_text(e) for e in expected]
+    return [as_text(expected)]
 
 
 def _fmeasure(precision: float, recall: float) -> float:
@@ -297,7 +293,7 @@ def rouge_tokenize(text: str | None, use_stemmer: bool = True) -> list[str]:
     with _LOCK:
         _reset_large_caches()
         cache = _ROUGE_CACHES[use_stemmer]
-        ids = cache.ids(_text(text))
+        ids = cache.ids(as_text(text))
         tokens = cache.vocab.tokens
         return [tokens[i] for i in ids]
 
@@ -306,7 +302,7 @@ def tokenize_13a(text: str | None) -> list[str]:
     """The tokens sacrebleu's BLEU compares (``13a`` tokenizer applied to the right-stripped text)."""
     with _LOCK:
         _reset_large_caches()
-        ids = _ids_13a(_text(text))
+        ids = _ids_13a(as_text(text))
         tokens = _CHUNKS_13A.vocab.tokens
         return [tokens[i] for i in ids]
 
@@ -315,7 +311,7 @@ def _distinct_ids(texts: Sequence[Any], tokenize: Callable[[str], list[int]]) ->
     """Token ids of a column, each distinct text tokenised once (references repeat across a grid)."""
     seen: dict[str, list[int]] = {}
     out = []
-    for t in map(_text, texts):
+    for t in map(as_text, texts):
         ids = seen.get(t)
         if ids is None:
             ids = seen[t] = tokenize(t)
@@ -325,11 +321,11 @@ def _distinct_ids(texts: Sequence[Any], tokenize: Callable[[str], list[int]]) ->
 
 def _batch_13a_ids(texts: Sequence[Any]) -> list[list[int]]:
     """13a token ids of a column; the new chunks of all texts go through the regexes in one call."""
-    distinct = {t: _pre_13a(t).split() for t in map(_text, texts)}
+    distinct = {t: _pre_13a(t).split() for t in map(as_text, texts)}
     _CHUNKS_13A.fill(chain.from_iterable(distinct.values()))
     lookup = _CHUNKS_13A.__getitem__
     ids = {t: list(chain.from_iterable(map(lookup, chunks))) for t, chunks in distinct.items()}
-    return [ids[t] for t in map(_text, texts)]
+    return [ids[t] for t in map(as_text, texts)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -527,7 +523,7 @@ def _best_rouge(
 ) -> RougeScore:
     with _LOCK:
         _reset_large_caches()
-        hyp = _cached_rouge_ids(_text(prediction), use_stemmer)
+        hyp = _cached_rouge_ids(as_text(prediction), use_stemmer)
         refs = [_cached_rouge_ids(r, use_stemmer) for r in _references(reference)]
     scores = [score(hyp, r) for r in refs]
     # rouge_score's score_multi: the reference with the highest F-measure (the first one on ties).
@@ -661,7 +657,7 @@ def sentence_bleu_stats(hypothesis: str | None, references: str | Sequence[str] 
     """
     with _LOCK:
         _reset_large_caches()
-        hyp = _cached_13a_ids(_text(hypothesis))
+        hyp = _cached_13a_ids(as_text(hypothesis))
         refs = [_cached_13a_ids(r) for r in _references(references)]
     correct = [0] * _BLEU_ORDER
     for n in range(1, _BLEU_ORDER + 1):
@@ -780,14 +776,14 @@ def sentence_chrf(hypothesis: str | None, references: str | Sequence[str] | None
     With several references, sacrebleu keeps the one with the best score (the first one on ties).
     """
     refs = _references(references)
-    stats = _chrf_stats([_text(hypothesis)] * len(refs), refs)
+    stats = _chrf_stats([as_text(hypothesis)] * len(refs), refs)
     return max(_chrf_from_stats(row) for row in stats.tolist()) / 100
 
 
 def chrf_batch(hypotheses: Sequence[str | None], references: Sequence[str | None]) -> np.ndarray:
     """chrF2 in [0, 1] of many pairs: ``sacrebleu.sentence_chrf(h, [r]).score / 100`` each."""
     _check_lengths(hypotheses, references)
-    stats = _chrf_stats([_text(h) for h in hypotheses], [_text(r) for r in references])
+    stats = _chrf_stats([as_text(h) for h in hypotheses], [as_text(r) for r in references])
     return _chrf_scores(stats) / 100
 
 
@@ -800,7 +796,7 @@ def edit_similarity_score(a: str | None, b: str | None) -> float:
     """``rapidfuzz.distance.Levenshtein.normalized_similarity``: 1 - distance / max length (1.0 if both empty)."""
     from rapidfuzz.distance import Levenshtein
 
-    return float(Levenshtein.normalized_similarity(_text(a), _text(b)))
+    return float(Levenshtein.normalized_similarity(as_text(a), as_text(b)))
 
 
 def edit_similarity_batch(a: Sequence[str | None], b: Sequence[str | None], workers: int = 1) -> np.ndarray:
@@ -813,8 +809,8 @@ def edit_similarity_batch(a: Sequence[str | None], b: Sequence[str | None], work
     if len(a) == 0:
         return np.zeros(0)
     scores = process.cpdist(
-        [_text(x) for x in a],
-        [_text(x) for x in b],
+        [as_text(x) for x in a],
+        [as_text(x) for x in b],
         scorer=Levenshtein.normalized_similarity,
         workers=workers,
         dtype=np.float64,

@@ -8,10 +8,9 @@ model-independent stand-in for model tokens (roughly 0.75 of a BPE token count f
 ``chars`` are Python characters (fixed char windows end at a word boundary when one lies in the window's
 second half, so words are not cut unless a single "word" is longer than half a window).
 
-Sentence splitting is a regex heuristic: a sentence ends at ``.``, ``!`` or ``?`` (optionally followed by
-closing quotes/brackets) before whitespace, unless the word before is a common abbreviation (e.g., i.e.,
-et al., Fig., Dr., vs., single initials); blank lines always end a sentence. Markdown mode also treats
-every line break as a boundary, so list items and code lines are never glued to prose.
+Sentences come from the one splitter in :mod:`workbench.text` (a regex heuristic; blank lines always end a
+sentence). Markdown mode also treats every line break as a boundary, so list items and code lines are never
+glued to prose.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from workbench.text import Span, sentence_spans, trim
+
 if TYPE_CHECKING:
     from workbench.retrieval.config import ChunkerConfig
     from workbench.retrieval.corpus import Corpus, Document
@@ -28,13 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["Chunk", "chunk_corpus", "chunk_document", "split_sentences"]
 
 _TOKEN = re.compile(r"\S+")
-_SENT_END = re.compile(r"[.!?]+[\"')\]]*(?=\s)|\n\s*\n")
-_ABBREV = frozenset(
-    "e.g i.e al fig figs eq dr mr mrs ms prof vs etc no nos vol approx ca cf st jr sr inc ltd co resp".split()
-)
 _SPACE = re.compile(r"\s+")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-_FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
+_FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)  # markdown code fences (not text.JSON_FENCE: any language)
 
 
 @dataclass(frozen=True)
@@ -51,47 +48,9 @@ class Chunk:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-Span = tuple[int, int]
-
-
-def _trim(text: str, start: int, end: int) -> Span:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
 def split_sentences(text: str, start: int = 0, end: int | None = None, line_breaks: bool = False) -> list[Span]:
-    """Sentence spans of ``text[start:end]`` (see the module docstring for the rules)."""
-    end = len(text) if end is None else end
-    spans: list[Span] = []
-    cursor = start
-    pattern = re.compile(r"\n") if line_breaks else None
-    for m in _SENT_END.finditer(text, start, end):
-        if m.group(0)[0] in ".!?":
-            word = text[max(cursor, m.start() - 12) : m.start()].split()
-            last = word[-1].lower().lstrip("([\"'") if word else ""
-            if last in _ABBREV or (len(last) == 1 and last.isalpha()) or last.endswith(("e.g", "i.e")):
-                continue
-        spans.append((cursor, m.end()))
-        cursor = m.end()
-    spans.append((cursor, end))
-    if pattern is not None:
-        split: list[Span] = []
-        for s, e in spans:
-            pos = s
-            for m in pattern.finditer(text, s, e):
-                split.append((pos, m.start()))
-                pos = m.end()
-            split.append((pos, e))
-        spans = split
-    out = []
-    for s, e in spans:
-        s, e = _trim(text, s, e)
-        if e > s:
-            out.append((s, e))
-    return out
+    """Sentence spans of ``text[start:end]`` (the rules: :mod:`workbench.text`)."""
+    return sentence_spans(text, start, end, line_breaks)
 
 
 class _Measure:
@@ -121,7 +80,7 @@ def _fixed_spans(text: str, start: int, end: int, unit: str, size: int, overlap:
     spans: list[Span] = []
     if unit == "chars":
         # windows end at a word boundary when there is one in their second half, and restart at a word start
-        s0, e0 = _trim(text, start, end)
+        s0, e0 = trim(text, start, end)
         pos = s0
         while pos < e0:
             stop = min(pos + size, e0)
@@ -129,7 +88,7 @@ def _fixed_spans(text: str, start: int, end: int, unit: str, size: int, overlap:
                 cut = _last_space(text, pos + size // 2, stop)
                 if cut > pos:
                     stop = cut
-            s, e = _trim(text, pos, stop)
+            s, e = trim(text, pos, stop)
             if e > s:
                 spans.append((s, e))
             if stop >= e0:
