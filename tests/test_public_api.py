@@ -25,6 +25,7 @@ EXPECTED = [
     "Prompt",
     "RetrievalError",
     "Run",
+    "RunInProgressError",
     "SchemaVersionError",
     "Score",
     "SpecError",

@@ -36,6 +36,7 @@ _EXPORTS = {
     "ModelError": "workbench.errors",
     "ModelFatalError": "workbench.errors",
     "NotFoundError": "workbench.errors",
+    "RunInProgressError": "workbench.errors",
 }
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Prompt",
     "RetrievalError",
     "Run",
+    "RunInProgressError",
     "SchemaVersionError",
     "Score",
     "SpecError",
@@ -95,6 +97,7 @@ if TYPE_CHECKING:
         ModelFatalError,
         NotFoundError,
         RetrievalError,
+        RunInProgressError,
         SchemaVersionError,
         SpecError,
         TemplateError,

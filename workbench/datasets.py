@@ -120,10 +120,11 @@ def decode_text(path: Path, data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)  # 0-based byte within the line
         guess = _guess_encoding(data)
         raise DatasetError(
-            f"{path} is not valid UTF-8 (line {line}, byte {col} of the line: {data[exc.start : exc.start + 4]!r}); "
+            f"{path} is not valid UTF-8 (line {line}, byte {col} of the line, byte offset {exc.start}: "
+            f"{data[exc.start : exc.start + 4]!r}); "
             f"it looks like {guess} (a guess from its bytes). " + _convert_hint(path, guess)
         ) from None
 
@@ -157,14 +158,14 @@ def check_nesting(row: Mapping[str, Any], where: str) -> None:
 
 
 def _json_error(path: Path, text: str, exc: json.JSONDecodeError, lineno: int | None = None) -> DatasetError:
+    """The line and (character) column of a JSON syntax error, with the text around it and a caret."""
     line = lineno or exc.lineno
     start = max(exc.colno - 21, 0)
     doc_line = text if lineno else (text.splitlines() or [""])[exc.lineno - 1]
     near = doc_line[start : exc.colno + 20]
     caret = " " * (exc.colno - 1 - start) + "^"
-    return DatasetError(
-        f"{path}: line {line}, column {exc.colno} is not valid JSON: {exc.msg}\n    {near}\n    {caret}"
-    )
+    where = f"{path}: line {line}" if lineno else f"cannot read {path} as json: line {line}"
+    return DatasetError(f"{where} is not valid JSON (column {exc.colno}): {exc.msg}\n    {near}\n    {caret}")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -392,16 +392,16 @@ class LiteLLMEmbedder:
             # decided outside the except block, so no error raised here carries the provider's exception
             # (and its request, Authorization header included) in __context__
             if failure.kind == "fatal":
-                raise RetrievalError(failure.message)
+                raise RetrievalError(failure.message) from None
             if failure.kind == "cell":
                 if "ContextWindowExceededError" in mro or _LENGTH_HINT.search(text):
                     return text
                 raise RetrievalError(
                     f"{self._where()} rejected the request ({failure.message}). Check the model name and params."
-                )
+                ) from None
             if providers.give_up(failure, attempt, self.max_retries):
                 message = providers.final_message(failure, attempt)
-                raise RetrievalError(f"{message}; try again later or lower batch_size")
+                raise RetrievalError(f"{message}; try again later or lower batch_size") from None
             delay = providers.backoff(
                 attempt, self.backoff_base, failure.wait, cap=MAX_RETRY_AFTER if failure.wait else self.backoff_max
             )

@@ -239,9 +239,9 @@ class Gateway:
             # raised outside the except block: `from None` only hides __context__, and the provider's
             # exception kept there carries the request (Authorization header included)
             if failure.kind == "fatal":
-                raise ModelFatalError(failure.message)
+                raise ModelFatalError(failure.message) from None
             if providers.give_up(failure, attempt, model.max_retries):
-                raise ModelError(providers.final_message(failure, attempt))
+                raise ModelError(providers.final_message(failure, attempt)) from None
             self.stats.retries += 1
             await asyncio.sleep(providers.backoff(attempt, model.retry_base, failure.wait))
         self.stats.calls += 1

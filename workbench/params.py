@@ -2,8 +2,8 @@
 
 Why here and not at the provider: ``temperature: "hot"`` would otherwise travel to a paid endpoint and
 fail there (or, worse, be silently coerced), and a key pasted into ``params`` (``extra_headers:
-{Authorization: "Bearer sk-..."}``) would be stored in ``models.config`` and ``runs.spec`` and shipped in
-bundles. Both are refused when the model config is built, before anything is stored or called.
+{Authorization: "Bearer sk-..."}``) would be stored in ``models.config`` and ``runs.spec`` and copied into
+every export. Both are refused when the model config is built, before anything is stored or called.
 Keys belong in the environment: ``api_key_env`` names the variable.
 """
 

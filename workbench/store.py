@@ -582,8 +582,10 @@ class Store:
     def get_run(self, run_id: str) -> dict[str, Any]:
         with self.connect() as con:
             row = con.execute(
-                "SELECT run_id, name, status, dataset_name, dataset_hash, spec, repeats, n_cells, created_at, "
-                "finished_at FROM runs WHERE starts_with(run_id, $1) ORDER BY created_at DESC",
+                "SELECT r.run_id, name, status, dataset_name, dataset_hash, spec, repeats, n_cells, created_at, "
+                "finished_at, o.host, o.pid, o.started, epoch(o.heartbeat_at) "
+                "FROM runs r LEFT JOIN run_owners o USING (run_id) WHERE starts_with(r.run_id, $1) "
+                "ORDER BY created_at DESC",
                 [run_id],
             ).fetchall()
         if not row:
@@ -604,12 +606,7 @@ class Store:
         )
         rec = dict(zip(keys, row[0]))
         rec["spec"] = json.loads(rec["spec"])
-        with self.connect() as con:
-            owner = _first(
-                con.execute(
-                    "SELECT host, pid, started, epoch(heartbeat_at) FROM run_owners WHERE run_id=$1", [rec["run_id"]]
-                )
-            )
+        owner = row[0][10:] if row[0][10] is not None else None
         rec["owner"] = None if owner is None else Owner(owner[0], int(owner[1]), float(owner[2]))
         rec["stored_status"] = rec["status"]
         if rec["status"] == "running":

@@ -37,7 +37,7 @@ CASES: list[dict[str, Any]] = [
      "error": "DatasetError", "match": r"not valid UTF-8 \(line 2.*looks like .*iconv"},
     {"id": "jsonl-syntax-column", "kind": "dataset", "file": "d.jsonl",
      "data": '{"q": "ok"}\n{"q": "ééé", "a": 1,, "b": 2}\n'.encode(), "error": "DatasetError",
-     "match": r"line 2, column 21 .*\n.*\n +\^"},
+     "match": r"line 2 is not valid JSON \(column 21\).*\n.*\n +\^"},
     {"id": "jsonl-not-object", "kind": "dataset", "file": "d.jsonl", "data": b'[1, 2]\n',
      "error": "DatasetError", "match": "line 1 is a JSON list"},
     {"id": "json-scalar", "kind": "dataset", "file": "d.json", "data": b'42', "error": "DatasetError",
