@@ -654,7 +654,10 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]], cancel: Cal
     """Run a coroutine to completion from sync code, also inside Jupyter's running event loop."""
     try:
         asyncio.get_running_loop()
+        in_loop = True
     except RuntimeError:
+        in_loop = False
+    if not in_loop:  # run outside the except block: errors of the run must not chain this RuntimeError
         asyncio.run(factory())
         return
     # A loop is running in this thread (a notebook kernel): run ours in a worker thread.

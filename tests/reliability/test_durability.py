@@ -217,7 +217,8 @@ def test_exit_code_3_names_the_variant_that_failed_entirely_and_why(tmp_path, fa
     }))
     out = _cli("run", str(spec), "-w", str(ws.path), "--no-progress")
     assert out.returncode == 3, out.stderr
-    assert "variant 'p/gone' failed: 6/6 cells" in out.stderr and "onnect" in out.stderr
+    assert "variant 'p/gone' failed: 6/6 cells (100%, every cell failed)" in out.stderr
+    assert "most frequent error: model 'gone'" in out.stderr
     assert "p/good" not in out.stderr
     # a failure rate: 2 of 6 cells of the good model fail (HTTP 500, not retried)
     fake_llm.configure(script=[{"status": 500, "count": 2}])
