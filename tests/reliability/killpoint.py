@@ -40,25 +40,19 @@ def install(point: str) -> None:
         faiss.write_index = torn_write
     elif point == "write":
         real_write = Store._write
-        calls = {"n": 0}
 
         def write_then_die(*args, **kwargs):  # type: ignore[no-untyped-def]
             real_write(*args, **kwargs)
-            calls["n"] += 1
-            if calls["n"] >= 3 and args[2]:  # a batch with cells, after some batches were committed
+            if args[2]:  # the first batch with cells: inserted, not committed
                 sys.stderr.write("killpoint: inside an open write transaction\n")
                 _die()
 
         Store._write = staticmethod(write_then_die)  # type: ignore[method-assign]
     elif point == "checkpoint":
         real_batches = Store.write_batches
-        calls = {"n": 0}
+        real_finish = Store.finish_run
 
-        def batches_then_checkpoint(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            real_batches(self, *args, **kwargs)
-            calls["n"] += 1
-            if calls["n"] < 2:
-                return
+        def checkpoint_and_die(self):  # type: ignore[no-untyped-def]
             started = threading.Event()
 
             def killer() -> None:
@@ -74,7 +68,16 @@ def install(point: str) -> None:
                 sys.stderr.write("killpoint: checkpoint finished before the kill\n")
                 time.sleep(10)
 
+        def batches_then_checkpoint(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            real_batches(self, *args, **kwargs)  # the first flush is committed, then the checkpoint is killed
+            checkpoint_and_die(self)
+
+        def finish_then_checkpoint(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            real_finish(self, *args, **kwargs)  # a run too short for a flush: its final write, then the kill
+            checkpoint_and_die(self)
+
         Store.write_batches = batches_then_checkpoint  # type: ignore[method-assign]
+        Store.finish_run = finish_then_checkpoint  # type: ignore[method-assign]
     elif point == "claimed":
         real_claim = Store.claim_run
 
