@@ -49,6 +49,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "embedding_dim": 64,
     "script": [],
     "fail_models": {},
+    # random faults, reproducible: {"seed": 1, "rate_limit": 0.1, "retry_after": 0.05, "server_error": 0.05,
+    # "hang": 0.02, "hang_seconds": 3, "malformed": 0.02, "reset": 0.02} (shares of chat requests)
+    "chaos": {},
 }
 
 MAX_ECHO_CHARS = 200
@@ -132,6 +135,9 @@ class FakeOpenAI:
         self.embedding_inputs = 0
         self.by_model: dict[str, int] = {}
         self.max_in_flight = self.in_flight
+        self.faults: dict[str, int] = {}
+        self.answered = 0  # chat requests answered with a completion (what a client could have paid for)
+        self._rng: Any = None
 
     def reset(self) -> None:
         """Back to default config and zero counters (startup options such as --latency count as defaults)."""
@@ -164,6 +170,9 @@ class FakeOpenAI:
             config["unknown_models"] = list(config["unknown_models"] or [])
         if "fail_models" in config:
             config["fail_models"] = {str(k): int(v) for k, v in (config["fail_models"] or {}).items()}
+        if "chaos" in config:
+            config["chaos"] = dict(config["chaos"] or {})
+            self._rng = None
         self.config.update(config)
         if base:
             self.base_config = {k: v for k, v in config.items()}
@@ -183,6 +192,8 @@ class FakeOpenAI:
             "embedding_inputs": self.embedding_inputs,
             "max_in_flight": self.max_in_flight,
             "in_flight": self.in_flight,
+            "faults": dict(self.faults),
+            "answered": self.answered,
         }
 
     def _next_step(self) -> dict[str, Any] | None:
@@ -251,9 +262,34 @@ class FakeOpenAI:
                     return self._json(error_body(401), status=401)
 
                 step = self._next_step()
+                if step is None and cfg["chaos"] and request.path.endswith("/chat/completions"):
+                    step = self._chaos_step()
+                if step is not None:
+                    kind = next((k for k in ("hang", "malformed", "reset", "status") if k in step), "other")
+                    if kind == "status":
+                        kind = str(step["status"])
+                    self.faults[kind] = self.faults.get(kind, 0) + 1
+                if step is not None and step.get("reset"):
+                    # connection reset: drop the socket without an answer (RST via SO_LINGER 0)
+                    import socket
+                    import struct
+
+                    transport = request.transport
+                    sock = transport.get_extra_info("socket") if transport is not None else None
+                    if sock is not None:
+                        try:
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        except OSError:
+                            pass
+                    if transport is not None:
+                        transport.abort()
+                    raise ConnectionResetError("fault injection: connection reset")
                 if step is not None:
                     if "hang" in step:
                         await asyncio.sleep(float(step["hang"]))
+                        transport = request.transport
+                        if transport is None or transport.is_closing():  # the client gave up: nothing answered
+                            raise ConnectionResetError("client went away during a hang")
                     elif step.get("malformed"):
                         from aiohttp import web
 
@@ -284,6 +320,29 @@ class FakeOpenAI:
 
         return wrapped
 
+    def _chaos_step(self) -> dict[str, Any] | None:
+        """A random fault (or None) drawn from the ``chaos`` shares, reproducibly from its seed."""
+        import random
+
+        chaos = self.config["chaos"]
+        if self._rng is None:
+            self._rng = random.Random(chaos.get("seed", 0))
+        x = self._rng.random()
+        for kind in ("rate_limit", "server_error", "hang", "malformed", "reset"):
+            share = float(chaos.get(kind, 0.0))
+            if x < share:
+                if kind == "rate_limit":
+                    return {"status": 429, "retry_after": chaos.get("retry_after", 0.05)}
+                if kind == "server_error":
+                    return {"status": 500}
+                if kind == "hang":
+                    return {"hang": float(chaos.get("hang_seconds", 3.0))}
+                if kind == "malformed":
+                    return {"malformed": True}
+                return {"reset": True}
+            x -= share
+        return None
+
     # ----- /v1 handlers ------------------------------------------------------------------------------
     def _reply_for(self, messages: list[Any]) -> tuple[str, int]:
         texts = []
@@ -306,6 +365,7 @@ class FakeOpenAI:
 
     async def _chat(self, request: Any, body: dict[str, Any]) -> Any:
         self.chat += 1
+        self.answered += 1
         model = str(body.get("model", "unknown"))
         content, prompt_tokens = self._reply_for(body.get("messages") or [])
         completion_tokens = count_tokens(content)

@@ -286,6 +286,8 @@ def test_control_api_and_reset(fake_llm: ServerProcess) -> None:
         "embedding_inputs": 0,
         "max_in_flight": 0,
         "in_flight": 0,
+        "faults": {},
+        "answered": 0,
     }
     with urllib.request.urlopen(fake_llm.base_url + "/models", timeout=5) as resp:
         models = json.loads(resp.read())

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-from jinja2.exceptions import SecurityError, UndefinedError
 
 import workbench as wb
 from workbench.errors import NotFoundError, TemplateError, ValidationError
@@ -80,7 +79,7 @@ def test_rendering_is_not_html_escaped() -> None:
 )
 def test_strict_undefined_raises_on_missing_variable(kwargs: dict) -> None:
     p = Prompt("strict", **kwargs)
-    with pytest.raises(UndefinedError):
+    with pytest.raises(TemplateError, match="undefined variable"):  # the library's type, jinja's message
         p.render(template_vars({"question": "q"}))
 
 
@@ -97,7 +96,7 @@ def test_strict_undefined_raises_on_missing_variable(kwargs: dict) -> None:
 )
 def test_sandbox_blocks_access_to_internals(template: str) -> None:
     p = Prompt("attack", template)
-    with pytest.raises(SecurityError):
+    with pytest.raises(TemplateError, match="SecurityError|undefined"):  # lipsum is not offered at all
         p.render({"question": "q"})
 
 

@@ -30,6 +30,7 @@ EXPECTED = [
     "PromptEditor",
     "RetrievalError",
     "Run",
+    "RunInProgressError",
     "SchemaVersionError",
     "Score",
     "SpecError",

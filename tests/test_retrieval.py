@@ -651,7 +651,7 @@ def test_retrieval_eval_leaderboard(corpus: Corpus, shared_artifacts: Path, ques
 
 
 def test_retrieval_eval_errors(corpus: Corpus, shared_artifacts: Path) -> None:
-    with pytest.raises(RetrievalError, match=r"no column\(s\) \['gold'\]"):
+    with pytest.raises(RetrievalError, match=r"no gold column .gold."):
         retrieval_eval(pd.DataFrame({"question": ["q"]}), [{}], corpus, artifacts_dir=shared_artifacts)
     with pytest.raises(RetrievalError, match="none of the gold ids"):
         retrieval_eval([{"question": "q", "gold": "nope"}], [{}], corpus, artifacts_dir=shared_artifacts)

@@ -42,6 +42,7 @@ _EXPORTS = {
     "PromotionError": "workbench.errors",
     "PromptEditor": "workbench.widgets.prompt_editor",
     "ArchiveError": "workbench.errors",
+    "RunInProgressError": "workbench.errors",
 }
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "PromptEditor",
     "RetrievalError",
     "Run",
+    "RunInProgressError",
     "SchemaVersionError",
     "Score",
     "SpecError",
@@ -111,6 +113,7 @@ if TYPE_CHECKING:
         NotFoundError,
         PromotionError,
         RetrievalError,
+        RunInProgressError,
         SchemaVersionError,
         SpecError,
         TemplateError,

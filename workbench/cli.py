@@ -17,6 +17,7 @@ from workbench.errors import ModelFatalError, ValidationError, WorkbenchError
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
+EXIT_VARIANTS_FAILED = 3  # the run finished, but a variant failed entirely (or past --max-failure-rate)
 EXIT_INTERRUPTED = 130
 
 
@@ -48,6 +49,9 @@ def _workspace(args: argparse.Namespace) -> Any:
 
 def _report_run(run: Any, args: argparse.Namespace) -> int:
     summary = run.summary()
+    max_rate = getattr(args, "max_failure_rate", None)
+    failed = run.failed_variants(max_rate)
+    summary["failed_variants"] = failed
     if args.json:
         _print_json(summary)
     else:
@@ -62,9 +66,17 @@ def _report_run(run: Any, args: argparse.Namespace) -> int:
                 f"metric {metric}: {count} cell(s) could not be scored; see the `{metric}_error` column "
                 f"of `llmops results {summary['run_id']}`\n"
             )
+    limit = "every cell failed" if max_rate is None else f"failure rate above --max-failure-rate {max_rate:g}"
+    for v in failed:
+        sys.stderr.write(
+            f"variant {v['variant']!r} failed: {v['failed']}/{v['n']} cells ({v['rate']:.0%}, {limit}); "
+            f"most frequent error: {v['error']}\n"
+        )
     if summary["status"] == "interrupted":
         return EXIT_INTERRUPTED
-    return 0 if summary["status"] == "completed" else EXIT_RUN_FAILED
+    if summary["status"] != "completed":
+        return EXIT_RUN_FAILED
+    return EXIT_VARIANTS_FAILED if failed else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -87,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     run = ws.get_run(args.run_id)
-    run.resume(progress=not args.no_progress, retry_failed=args.retry_failed)
+    run.resume(progress=not args.no_progress, retry_failed=args.retry_failed, force=args.force)
     return _report_run(run, args)
 
 
@@ -101,20 +113,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    run = _workspace(args).get_run(args.run_id)
-    frame = run.results()
-    if args.format == "parquet":
-        if not args.output:
-            raise ValidationError("--format parquet needs -o FILE (parquet is binary)")
-        frame.to_parquet(args.output, index=False)
-        return 0
-    if args.format == "csv":
-        text = frame.to_csv(index=False)
-    else:
-        text = frame.to_json(orient="records", indent=2, date_format="iso") + "\n"
+    from workbench.export import check_output_path, write
+
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
+        check_output_path(args.output)  # before reading the run: a bad path fails fast
+    frame = _workspace(args).get_run(args.run_id).results()
+    text = write(frame, args.format, args.output, escape_formulas=not args.raw)
+    if text is not None:
         sys.stdout.write(text)
     return 0
 
@@ -226,6 +231,16 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate between 0 and 1 (e.g. 0.05)")
+    return value
+
+
 def build_parser(
     parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser, magic: bool = False
 ) -> argparse.ArgumentParser:
@@ -241,6 +256,14 @@ def build_parser(
         common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     progress = parser_class(add_help=False)
     progress.add_argument("--no-progress", action="store_true", help="do not show progress")
+    progress.add_argument(
+        "--max-failure-rate",
+        type=_rate,
+        default=None,
+        metavar="RATE",
+        help="exit with code 3 when any variant's share of failed cells passes RATE (0-1); "
+        "default: only when a variant failed entirely",
+    )
 
     parser = parser_class(
         prog="%llmops" if magic else "llmops", description="LLMOps Workbench: evaluate prompt/model/RAG grids."
@@ -272,6 +295,11 @@ def build_parser(
     )
     p.add_argument("run_id", help="run id (or a unique prefix)")
     p.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="take over a run whose owner on another host cannot be checked (only once that process is gone)",
+    )
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("runs", parents=[common], help="list runs", description="List the runs in the workspace.")
@@ -286,6 +314,12 @@ def build_parser(
     p.add_argument("run_id", help="run id (or a unique prefix)")
     p.add_argument("--format", choices=["csv", "json", "parquet"], default="csv", help="output format")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="CSV: write cells starting with = + - @ tab or CR verbatim (default: prefix a ' so spreadsheets "
+        "do not run them as formulas)",
+    )
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser(
@@ -507,6 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUN_FAILED
     except WorkbenchError as exc:
         sys.stderr.write(f"error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # a path the user gave cannot be read or written: say which, no traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"error:{where}: {exc.strerror or exc}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -95,23 +95,15 @@ def retrieval_eval_by_name(ws: Any, args: argparse.Namespace) -> Any:
 
 def retrieval_eval_from_spec(ws: Any, spec_path: str) -> Any:
     """``retrieval-eval SPEC``: the dataset and retrievers of a YAML spec (the same file ``run`` takes)."""
-    import yaml
-
-    from workbench.spec import RetrievalEvalSpec
+    from workbench.spec import RetrievalEvalSpec, read_yaml
 
     path = Path(spec_path)
-    if not path.exists():
-        raise SpecError(f"spec file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    spec = RetrievalEvalSpec.from_data(data, str(path))
+    spec = RetrievalEvalSpec.from_data(read_yaml(path), str(path))
     base = path.resolve().parent
     d = spec.dataset
     source = Path(d.path) if d.path and Path(d.path).is_absolute() else (base / d.path if d.path else None)
     ds = ws.add_dataset(d.name, source, id=d.id, fmt=d.format) if source else ws.dataset(d.name, d.version)
-    return ws.retrieval_eval(ds, spec.retrievers, question=spec.question, gold=spec.gold, k=spec.k, base=base)
+    return ws.retrieval_eval(ds, spec.retrievers, gold=spec.gold, k=spec.k, base=base)
 
 
 def add_retrieval_eval_options(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ line up case by case (paired statistics) only if a case keeps its id across vers
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import math
@@ -73,26 +74,118 @@ class Dataset:
 # loading
 
 
+#: deepest nesting of lists/objects accepted in a cell: deeper data is almost always a bug or an attack
+MAX_NESTING = 64
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _convert_hint(path: Path, encoding: str) -> str:
+    out = path.with_name(path.stem + ".utf8" + path.suffix)
+    return (
+        f"Convert it to UTF-8, e.g. `iconv -f {encoding} -t UTF-8 {path.name} > {out.name}`, or in Python "
+        f"Path({str(out.name)!r}).write_text(Path({str(path.name)!r}).read_text(encoding={encoding.lower()!r}), "
+        "encoding='utf-8')"
+    )
+
+
+def _guess_encoding(data: bytes) -> str:
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data[:1 << 16]).best()
+        if best is not None and best.encoding.replace("_", "-").lower() not in ("utf-8", "ascii"):
+            return str(best.encoding).replace("_", "-").upper()
+    except ImportError:  # pragma: no cover - charset-normalizer is a dependency
+        pass
+    return "CP1252"  # the usual culprit: Windows-1252 / latin-1 from a spreadsheet export
+
+
+def decode_text(path: Path, data: bytes) -> str:
+    """Dataset bytes as text: UTF-8 (a UTF-8 BOM is dropped), else a DatasetError naming the likely encoding."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            raise DatasetError(
+                f"{path} is {name} text (it starts with a {name} byte-order mark), not UTF-8; "
+                + _convert_hint(path, name)
+            )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)  # 0-based byte within the line
+        guess = _guess_encoding(data)
+        raise DatasetError(
+            f"{path} is not valid UTF-8 (line {line}, byte {col} of the line, byte offset {exc.start}: "
+            f"{data[exc.start : exc.start + 4]!r}); "
+            f"it looks like {guess} (a guess from its bytes). " + _convert_hint(path, guess)
+        ) from None
+
+
+def _nesting(value: Any, limit: int) -> int:
+    """Depth of nested lists/dicts in ``value``, counted without recursion; stops once past ``limit``."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, (list, tuple)):
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((v, depth) for v in item)
+    return deepest
+
+
+def check_nesting(row: Mapping[str, Any], where: str) -> None:
+    """DatasetError when a cell of ``row`` nests lists/objects deeper than MAX_NESTING."""
+    for col, value in row.items():
+        if isinstance(value, (list, tuple, dict)) and _nesting(value, MAX_NESTING) > MAX_NESTING:
+            raise DatasetError(
+                f"{where}: column {col!r} nests lists/objects more than {MAX_NESTING} levels deep; flatten it, or "
+                "store the structure as a JSON string"
+            )
+
+
+def _json_error(path: Path, text: str, exc: json.JSONDecodeError, lineno: int | None = None) -> DatasetError:
+    """The line and (character) column of a JSON syntax error, with the text around it and a caret."""
+    line = lineno or exc.lineno
+    start = max(exc.colno - 21, 0)
+    doc_line = text if lineno else (text.splitlines() or [""])[exc.lineno - 1]
+    near = doc_line[start : exc.colno + 20]
+    caret = " " * (exc.colno - 1 - start) + "^"
+    where = f"{path}: line {line}" if lineno else f"cannot read {path} as json: line {line}"
+    return DatasetError(f"{where} is not valid JSON (column {exc.colno}): {exc.msg}\n    {near}\n    {caret}")
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DatasetError(
-                    f"{path}: line {lineno} is not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 4]!r}). "
-                    "Re-save the file as UTF-8."
-                ) from exc
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}: line {lineno} is not valid JSON: {exc.msg} (column {exc.colno})") from exc
-            if not isinstance(obj, dict):
-                raise DatasetError(f"{path}: line {lineno} is a JSON {type(obj).__name__}; each line must be an object")
-            rows.append(obj)
+    text = decode_text(path, path.read_bytes())
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _json_error(path, line, exc, lineno) from None
+        except RecursionError:
+            raise DatasetError(
+                f"{path}: line {lineno} nests lists/objects too deeply to read (limit {MAX_NESTING} levels)"
+            ) from None
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{path}: line {lineno} is a JSON {type(obj).__name__}; each line must be an object")
+        check_nesting(obj, f"{path}: line {lineno}")
+        rows.append(obj)
     return rows
 
 
@@ -123,7 +216,13 @@ def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
         if kind in ("jsonl", "ndjson"):
             return pd.DataFrame(_read_jsonl(path))
         if kind == "json":
-            data = json.loads(path.read_bytes().decode("utf-8"))
+            text = decode_text(path, path.read_bytes())
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise _json_error(path, text, exc) from None
+            except RecursionError:
+                raise DatasetError(f"{path}: nests lists/objects too deeply to read (limit {MAX_NESTING})") from None
             if isinstance(data, dict):
                 data = [{"id": k, **v} if isinstance(v, dict) else {"id": k, "value": v} for k, v in data.items()]
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -133,8 +232,8 @@ def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
                 )
             return pd.DataFrame(data)
         if kind == "csv":
-            path.read_bytes().decode("utf-8")  # a clear error for bad encodings, before pandas guesses
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            decode_text(path, path.read_bytes())  # a clear error for bad encodings, before pandas guesses
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
         if kind in ("parquet", "pq"):
             return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
@@ -201,7 +300,11 @@ def prepare(
     missing = [c for c in dict.fromkeys(needed) if c not in columns]
     if missing:
         raise DatasetError(f"{where} has no column(s) {missing}; its columns are {columns}")
-    rows = [{k: _clean(v) for k, v in zip(columns, rec)} for rec in frame.itertuples(index=False, name=None)]
+    rows = []
+    for i, rec in enumerate(frame.itertuples(index=False, name=None)):
+        raw = dict(zip(columns, rec))
+        check_nesting(raw, f"{where}: row {i}")  # before _clean, which recurses
+        rows.append({k: _clean(v) for k, v in raw.items()})
 
     problems = []
     for col in text_columns or []:

@@ -389,24 +389,25 @@ class LiteLLMEmbedder:
                 failure = providers.classify(exc, self._where(), key_env=key_env, secret=api_key, timeout=self.timeout)
                 text = providers.provider_text(exc, api_key)
                 mro = {c.__name__ for c in type(exc).__mro__}
-                if failure.kind == "fatal":
-                    raise RetrievalError(failure.message) from None
-                if failure.kind == "cell":
-                    if "ContextWindowExceededError" in mro or _LENGTH_HINT.search(text):
-                        return text
-                    raise RetrievalError(
-                        f"{self._where()} rejected the request ({failure.message}). Check the model name and params."
-                    ) from None
-                if providers.give_up(failure, attempt, self.max_retries):
-                    raise RetrievalError(
-                        f"{providers.final_message(failure, attempt)}; try again later or lower batch_size"
-                    ) from None
-                delay = providers.backoff(
-                    attempt, self.backoff_base, failure.wait, cap=MAX_RETRY_AFTER if failure.wait else self.backoff_max
-                )
-                log.info("%s: %s, retrying in %.2f s", self._where(), failure.message, delay)
-                self.retries += 1
-                time.sleep(delay)
+            # decided outside the except block, so no error raised here carries the provider's exception
+            # (and its request, Authorization header included) in __context__
+            if failure.kind == "fatal":
+                raise RetrievalError(failure.message) from None
+            if failure.kind == "cell":
+                if "ContextWindowExceededError" in mro or _LENGTH_HINT.search(text):
+                    return text
+                raise RetrievalError(
+                    f"{self._where()} rejected the request ({failure.message}). Check the model name and params."
+                ) from None
+            if providers.give_up(failure, attempt, self.max_retries):
+                message = providers.final_message(failure, attempt)
+                raise RetrievalError(f"{message}; try again later or lower batch_size") from None
+            delay = providers.backoff(
+                attempt, self.backoff_base, failure.wait, cap=MAX_RETRY_AFTER if failure.wait else self.backoff_max
+            )
+            log.info("%s: %s, retrying in %.2f s", self._where(), failure.message, delay)
+            self.retries += 1
+            time.sleep(delay)
         data = sorted(_field(item, "index", i) for i, item in enumerate(response.data))
         items = sorted(response.data, key=lambda item: _field(item, "index", 0))
         if len(items) != len(batch) or data != list(range(len(batch))):

@@ -58,6 +58,10 @@ class ModelFatalError(ModelError):
     """A model error that stops the whole run (bad key, unknown model): retrying other cells is pointless."""
 
 
+class RunInProgressError(WorkbenchError):
+    """The run is being executed by another live process; resuming it now would pay for its cells twice."""
+
+
 class NotFoundError(WorkbenchError):
     """A named object (dataset, prompt, run, variant) does not exist in the workspace."""
 

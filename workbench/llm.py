@@ -77,6 +77,9 @@ class ModelConfig:
             )
         if "key" in " ".join(k.lower() for k in self.params):
             raise SpecError(f"model {self.name!r}: do not put keys in params; set api_key_env to an env var name")
+        from workbench.params import check_params  # secrets anywhere in params, types of known params
+
+        check_params(self.name, self.params, self.api_base)
         object.__setattr__(self, "params", dict(self.params))
         if self.route == "litellm":
             providers.litellm_needed()
@@ -237,12 +240,14 @@ class Gateway:
                 # the key is masked before the message is cut, and the raw exception is not chained:
                 # neither the workspace, nor a log, nor a traceback may show it
                 failure = classify(exc, model.where, key_env=key_env, secret=key, timeout=model.timeout)
-                if failure.kind == "fatal":
-                    raise ModelFatalError(failure.message) from None
-                if providers.give_up(failure, attempt, model.max_retries):
-                    raise ModelError(providers.final_message(failure, attempt)) from None
-                self.stats.retries += 1
-                await asyncio.sleep(providers.backoff(attempt, model.retry_base, failure.wait))
+            # raised outside the except block: `from None` only hides __context__, and the provider's
+            # exception kept there carries the request (Authorization header included)
+            if failure.kind == "fatal":
+                raise ModelFatalError(failure.message) from None
+            if providers.give_up(failure, attempt, model.max_retries):
+                raise ModelError(providers.final_message(failure, attempt)) from None
+            self.stats.retries += 1
+            await asyncio.sleep(providers.backoff(attempt, model.retry_base, failure.wait))
         self.stats.calls += 1
         self.stats.prompt_tokens += pt or 0
         self.stats.completion_tokens += ct or 0

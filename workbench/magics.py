@@ -77,7 +77,9 @@ def llmops(line: str, cell: str | None = None) -> Any:
         if command == "results":
             frame = ws.get_run(args.run_id).results()
             if args.output:
-                {"csv": frame.to_csv, "json": frame.to_json, "parquet": frame.to_parquet}[args.format](args.output)
+                from workbench.export import write
+
+                write(frame, args.format, args.output, escape_formulas=not args.raw)
             from workbench.display import table
 
             return table(frame.drop(columns=[c for c in BLOB_COLUMNS if c in frame.columns]))
@@ -120,7 +122,7 @@ def llmops(line: str, cell: str | None = None) -> Any:
 def _run_like(ws: Any, args: argparse.Namespace, cell: str | None) -> Any:
     progress = not args.no_progress
     if args.command == "resume":
-        return ws.get_run(args.run_id).resume(progress=progress, retry_failed=args.retry_failed)
+        return ws.get_run(args.run_id).resume(progress=progress, retry_failed=args.retry_failed, force=args.force)
     if args.command == "demo":
         from workbench.demo import demo_experiment
 

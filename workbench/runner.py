@@ -27,18 +27,38 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from workbench import liveness
 from workbench.datasets import Dataset
-from workbench.errors import MetricError, ModelError, ModelFatalError, SpecError, TemplateError, WorkbenchError
+from workbench.errors import (
+    MetricError,
+    ModelError,
+    ModelFatalError,
+    RunInProgressError,
+    SpecError,
+    TemplateError,
+    WorkbenchError,
+)
+from workbench.journal import Journal
 from workbench.judge import Judge
 from workbench.llm import CallResult, Gateway, ModelConfig, request_key
 from workbench.metrics.registry import BOARD_COLUMNS, CELL_COLUMNS, BoundMetric, CellView, Score, check_columns
-from workbench.prompts import Prompt, RenderProblem, describe_problems, render_error_text, template_vars
-from workbench.store import Store, dumps
+from workbench.prompts import (
+    Prompt,
+    RenderFailure,
+    RenderLimits,
+    RenderProblem,
+    describe_problems,
+    render_error_text,
+    template_vars,
+)
+from workbench.store import Store, dumps, lock_timeout
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FLUSH_SECONDS = 1.0
+# a flush waits this long for the database, then spills its batch to the journal (durable) and moves on
+FLUSH_WAIT = 2.0
 # (cells, scores, responses, judgements) rows waiting to be written together
 _Batch = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 FLUSH_CELLS = 2000
@@ -151,6 +171,8 @@ class Experiment:
     repeats: int = 1
     concurrency: int = 8
     name: str | None = None
+    #: bounds on rendering each message (size of values built, total size, time); see workbench.prompts
+    limits: RenderLimits = field(default_factory=RenderLimits)
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -198,6 +220,7 @@ class Experiment:
             ],
             "repeats": self.repeats,
             "concurrency": self.concurrency,
+            "limits": {"max_chars": self.limits.max_chars, "seconds": self.limits.seconds},
         }
 
     @classmethod
@@ -233,7 +256,8 @@ class Experiment:
                 Variant(v["name"], Prompt(p["name"], p["user"], p["system"], tuple(p["few_shot"])), model, retriever)
             )
         metrics = [bind(m["name"], m["options"], m["label"]) for m in rec["metrics"]]
-        return cls(store, ds, variants, metrics, rec["repeats"], rec["concurrency"], rec.get("name"))
+        limits = RenderLimits(**rec["limits"]) if rec.get("limits") else RenderLimits()
+        return cls(store, ds, variants, metrics, rec["repeats"], rec["concurrency"], rec.get("name"), limits)
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -254,7 +278,11 @@ class Experiment:
                 if v.retriever is not None:
                     extra = {"context": "\n\n".join(h["text"] for h in hits or []), "chunks": hits or []}
                 try:
-                    messages = v.prompt.render(template_vars(case, extra))
+                    messages = v.prompt.render(template_vars(case, extra), self.limits)
+                except RenderFailure as exc:  # every failing part of every variant, reported together
+                    for part, problem in exc.parts:
+                        problems.setdefault((v.name, f"{part}: {problem}"), []).append(case_id)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - every template failure is collected and reported together
                     problems.setdefault((v.name, render_error_text(exc)), []).append(case_id)
                     continue
@@ -309,13 +337,19 @@ class Experiment:
 
     def _create_run(self) -> tuple[Run, Plan]:
         plan = self.plan()
+        from workbench.params import refuse_secrets
+
+        record = self.to_record()
+        for v in record["variants"]:  # defence in depth: nothing credential-shaped reaches runs.spec
+            refuse_secrets({"model": v["model"], "retriever": v["retriever"]}, f"variant {v['name']!r}", "variant")
+        refuse_secrets(record["metrics"], "metrics", "metrics")
         run_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
         self.store.create_run(
             run_id,
             self.name,
             self.dataset.name,
             self.dataset.hash,
-            self.to_record(),
+            record,
             self.repeats,
             len(plan),
             [v.record() for v in self.variants],
@@ -327,12 +361,14 @@ class Experiment:
     def run(self, progress: Any = True) -> Run:
         """Create a run and execute every cell. Returns the Run, also when interrupted (then resumable)."""
         run, plan = self._create_run()
+        run._claim()
         run._execute(plan.cells, progress=progress)
         return run
 
     async def arun(self, progress: Any = True) -> Run:
         """Async form of ``run`` for code that already has an event loop."""
         run, plan = self._create_run()
+        await asyncio.to_thread(run._claim)
         await _Executor(run, plan.cells, progress=progress, replace=False).execute()
         return run
 
@@ -396,17 +432,54 @@ class Run:
 
     # -- execution ---------------------------------------------------------------------------
 
-    def resume(self, progress: Any = True, retry_failed: bool = False) -> Run:
-        """Run only the cells that are not stored (and, with ``retry_failed``, those that failed)."""
+    def resume(self, progress: Any = True, retry_failed: bool = False, force: bool = False) -> Run:
+        """Run only the cells that are not stored (and, with ``retry_failed``, those that failed).
+
+        Refused (RunInProgressError, naming the process) while another live process executes the run;
+        ``force`` takes over a run whose owner on another host cannot be checked but is known to be gone.
+        """
         plan = self.experiment.plan()
-        stored = self.store.stored_cells(self.run_id, include_failed=not retry_failed)
+        self._claim(force)
+        try:
+            stored = self.store.stored_cells(self.run_id, include_failed=not retry_failed)
+        except BaseException:
+            liveness.ACTIVE.discard(self.run_id)
+            raise
         todo = [c for c in plan.cells if (c.case_id, c.variant.name, c.repeat) not in stored]
         self._execute(todo, progress=progress, replace=retry_failed)
         return self
 
+    def _claim(self, force: bool = False) -> None:
+        """Record this process as the run's owner (refused while another live one executes it)."""
+        if self.run_id in liveness.ACTIVE:
+            raise RunInProgressError(
+                f"run {self.run_id} is already executing in this process ({liveness.Owner.me().describe()}); "
+                "wait for it to finish"
+            )
+        self.store.claim_run(self.run_id, liveness.Owner.me(), force=force)
+        liveness.ACTIVE.add(self.run_id)
+
+    def failed_variants(self, max_failure_rate: float | None = None) -> list[dict[str, Any]]:
+        """Variants whose failure rate passes ``max_failure_rate`` (default: only those where every cell failed).
+
+        Each entry names the variant, its counts and its most frequent error, so a summary can say why.
+        """
+        out = []
+        for v in self.store.variant_failures(self.run_id):
+            if v["n"] == 0 or v["failed"] == 0:
+                continue
+            rate = v["failed"] / v["n"]
+            if (rate > max_failure_rate) if max_failure_rate is not None else v["failed"] == v["n"]:
+                out.append(v | {"rate": rate})
+        return out
+
     def _execute(self, cells: list[PlannedCell], progress: Any, replace: bool = False) -> None:
-        executor = _Executor(self, cells, progress=progress, replace=replace)
-        _run_coroutine(executor.execute, executor.cancel)
+        """Execute cells of a run this process has claimed; the claim ends with the execution."""
+        try:
+            executor = _Executor(self, cells, progress=progress, replace=replace)
+            _run_coroutine(executor.execute, executor.cancel)
+        finally:
+            liveness.ACTIVE.discard(self.run_id)
 
     # -- results -----------------------------------------------------------------------------
 
@@ -638,7 +711,10 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]], cancel: Cal
     """Run a coroutine to completion from sync code, also inside Jupyter's running event loop."""
     try:
         asyncio.get_running_loop()
+        in_loop = True
     except RuntimeError:
+        in_loop = False
+    if not in_loop:  # run outside the except block: errors of the run must not chain this RuntimeError
         asyncio.run(factory())
         return
     # A loop is running in this thread (a notebook kernel): run ours in a worker thread.
@@ -685,6 +761,8 @@ class _Executor:
         self.buffer_scores: list[dict[str, Any]] = []
         self.buffer_responses: list[dict[str, Any]] = []
         self.buffer_judgements: list[dict[str, Any]] = []
+        self.spilled: list[dict[str, Any]] = []  # batches in the journal that the database does not have yet
+        self.journal: Journal | None = None
         self.lock = threading.Lock()
         self.fatal: ModelFatalError | None = None
         self.gateway = Gateway(run.experiment.concurrency)
@@ -866,7 +944,7 @@ class _Executor:
         for (cell, hit), scores in zip(items, self._score_sync_many(items)):
             self._record(cell, hit, True, scores)
         if len(self.buffer_cells) >= FLUSH_CELLS:
-            await asyncio.to_thread(self.flush)
+            await self._flush_quietly()
 
     async def _finish(self, cell: PlannedCell, res: tuple[Any, ...], cached: bool) -> None:
         scores = self._score_sync(cell, res)
@@ -892,32 +970,76 @@ class _Executor:
             self.buffer_responses = batch[2] + self.buffer_responses
             self.buffer_judgements = batch[3] + self.buffer_judgements
 
-    def flush(self) -> None:
-        batch = self._take()
-        if not any(batch):
-            return
+    def _as_record(self, batch: _Batch) -> dict[str, Any]:
         cells, scores, responses, judgements = batch
+        return {
+            "kind": "batch",
+            "run_id": self.run.run_id,
+            "replace": self.replace,
+            "cells": cells,
+            "scores": scores,
+            "responses": responses,
+            "judgements": judgements,
+        }
+
+    def flush(self, wait: float | None = None) -> None:
+        """Write finished cells and paid responses; if the database stays busy, spill them to the journal.
+
+        The batch is in the journal (fsync'ed) before this raises, so a kill -9 while another process holds
+        the workspace loses nothing that was flushed; the spilled batches are written with the next batch.
+        """
+        batch = self._take()
+        record = self._as_record(batch) if any(batch) else None
+        batches = self.spilled + ([record] if record else [])
+        if not batches:
+            return
         try:
-            self.store.write_batch(
-                self.run.run_id, cells, scores, responses, replace=self.replace, judgements=judgements
-            )
+            wait = min(FLUSH_WAIT, lock_timeout()) if wait is None else wait
+            self.store.write_batches(self.run.run_id, batches, timeout=wait)
         except BaseException:
-            self._put_back(batch)  # paid responses and finished cells are never dropped
+            if record is not None:
+                try:
+                    self._spill(record)
+                except OSError:
+                    self._put_back(batch)  # no journal either: keep it in memory, never drop it
             raise
+        if self.spilled:
+            self.spilled = []
+            if self.journal is not None:
+                self.journal.clear()
+
+    def _spill(self, record: dict[str, Any]) -> None:
+        if self.journal is None:
+            self.journal = Journal(self.store.artifacts, self.run.run_id)
+        self.journal.append(record)
+        self.spilled.append(record)
 
     async def _flusher(self, stop: asyncio.Event) -> None:
+        warned = False
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
             except asyncio.TimeoutError:
                 pass
+            if self.journal is not None:
+                self.journal.beat()
             try:
                 await asyncio.to_thread(self.flush)
-            except WorkbenchError as exc:  # e.g. another process holds the workspace: keep the batch, try again
-                warnings.warn(
-                    f"run {self.run.run_id}: could not write finished cells yet ({exc}); will retry", stacklevel=2
-                )
+            except WorkbenchError as exc:  # e.g. another process holds the workspace: journaled, try again
+                if not warned:
+                    warned = True
+                    where = f" (kept in {self.journal.path})" if self.journal is not None else ""
+                    warnings.warn(
+                        f"run {self.run.run_id}: could not write finished cells yet{where}: {exc}; will retry",
+                        stacklevel=2,
+                    )
             self._report()
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await asyncio.to_thread(self.flush)
+        except WorkbenchError:  # journaled; the flusher or the final write stores it
+            pass
 
     def snapshot(self, status: str = "running") -> Any:
         from workbench.progress import Snapshot
@@ -957,6 +1079,10 @@ class _Executor:
         s = self.summary
         status = "completed"
         try:
+            try:  # the journal's mtime is the run's heartbeat; it holds batches only while the database is busy
+                self.journal = Journal(self.store.artifacts, run_id)
+            except OSError:
+                self.journal = None
             keys = list({c.key for c in self.cells})
             cache = await asyncio.to_thread(self.store.start_execution, run_id, keys if self.use_cache else [])
             judge_models = sorted({m.judge.model for m in self.metrics if m.judge is not None and self.use_cache})
@@ -1017,10 +1143,7 @@ class _Executor:
             s.model_calls = self.gateway.stats.calls
             s.retries = self.gateway.stats.retries
             s.clients = dict(self.gateway.routes)
-            batch = self._take()
-            # the last batch and the final status in one transaction: one connection, never half-written.
-            # If this fails (the workspace stayed locked) the error propagates: nothing is silently lost.
-            stored, n_cells, status = self.store.finish_run(run_id, status, *batch, replace=self.replace)
+            stored, n_cells, status = self._final_write(status)
             s.seconds = time.perf_counter() - started
             s.status = status
             self._report(status)
@@ -1050,6 +1173,33 @@ class _Executor:
         self.clock = Clock(len(self.cells), self.summary.done)
         if self.progress and self.cells and self.reporter is None:
             self.reporter = make_reporter(self.progress, self.snapshot())
+    def _final_write(self, status: str) -> tuple[int, int, str]:
+        """The last batches and the final status in one transaction; if the workspace stays locked past the
+        lock timeout, they go to the journal with the status, to be stored at the next open."""
+        batch = self._take()
+        record = self._as_record(batch)
+        try:
+            try:
+                stored, n_cells, status = self.store.finish_run(
+                    self.run.run_id, status, [*self.spilled, record], wait=None
+                )
+            except WorkbenchError as exc:
+                self._spill(record)
+                assert self.journal is not None
+                self.journal.append({"kind": "finish", "run_id": self.run.run_id, "status": status})
+                warnings.warn(
+                    f"run {self.run.run_id}: the workspace stayed busy ({exc}). Every finished cell and paid response "
+                    f"is saved in {self.journal.path} and is stored the next time the workspace is opened.",
+                    stacklevel=2,
+                )
+                return self.summary.done, len(self.cells), status
+            self.spilled = []
+            if self.journal is not None:
+                self.journal.clear()
+            return stored, n_cells, status
+        finally:
+            if self.journal is not None:
+                self.journal.close()
 
     async def _worker(self, queue: list[Any]) -> None:
         while queue and self.fatal is None and not self._cancelled:
@@ -1064,7 +1214,7 @@ class _Executor:
                     self.fatal = exc
                 return
             if len(self.buffer_cells) >= FLUSH_CELLS:
-                await asyncio.to_thread(self.flush)
+                await self._flush_quietly()
 
     async def _call(self, group: list[PlannedCell]) -> None:
         s = self.summary

@@ -96,6 +96,9 @@ class ExperimentSpec(_Strict):
     concurrency: int = Field(8, ge=1, le=1024, strict=True)
     repeats: int = Field(1, ge=1, le=1000, strict=True)
     name: str | None = None
+    # bounds on rendering each prompt message (default: 1,000,000 characters, 2 s)
+    max_prompt_chars: int | None = Field(None, ge=1, le=100_000_000, strict=True)
+    render_timeout: float | None = Field(None, gt=0, le=600)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -146,20 +149,38 @@ def parse(data: Any, source: str = "spec") -> ExperimentSpec:
         raise SpecError(f"{source}: {len(lines)} problem(s):\n  " + "\n  ".join(lines)) from None
 
 
-def load(path: str | Path) -> tuple[ExperimentSpec, Path]:
-    """Read a YAML spec; returns it with the folder that relative paths are resolved against."""
+MAX_SPEC_BYTES = 10 * 1024 * 1024
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The data of a YAML spec file, or a SpecError saying what is wrong with the path or the text."""
     import yaml
 
     p = Path(path)
     if not p.exists():
         raise SpecError(f"spec file {p} does not exist")
+    if p.is_dir():
+        raise SpecError(f"spec {p} is a folder; give the YAML file inside it (e.g. {p / 'experiment.yaml'})")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{p}: not valid YAML: {exc}") from exc
+        if p.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"spec file {p} is larger than {MAX_SPEC_BYTES // 2**20} MiB; is it the right file?")
+        text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"{p}: not UTF-8 text ({exc})") from exc
-    return parse(data, str(p)), p.resolve().parent
+        raise SpecError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {p}: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{p}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{p}: YAML nested too deeply") from None
+
+
+def load(path: str | Path) -> tuple[ExperimentSpec, Path]:
+    """Read a YAML spec; returns it with the folder that relative paths are resolved against."""
+    p = Path(path)
+    return parse(read_yaml(p), str(p)), p.resolve().parent
 
 
 class RetrievalEvalSpec(_Strict):
@@ -172,7 +193,6 @@ class RetrievalEvalSpec(_Strict):
     dataset: DatasetSpec
     retrievers: list[dict[str, Any]] = Field(min_length=1)
     metrics: list[MetricSpec | str] = Field(default_factory=list)
-    question: str = "question"
     gold: str | None = None
     k: int | None = Field(None, ge=1)
     prompts: list[PromptSpec] = Field(default_factory=list)
@@ -191,6 +211,11 @@ class RetrievalEvalSpec(_Strict):
     def from_data(cls, data: Any, source: str) -> RetrievalEvalSpec:
         if not isinstance(data, dict):
             raise SpecError(f"{source}: the spec must be a mapping with keys dataset, retrievers, ...")
+        if "question" in data:
+            raise SpecError(
+                f"{source}: question: the question column is set per retriever with `query: <column>`, the key "
+                "`llmops run` reads too (default: a column named question)"
+            )
         try:
             spec = cls.model_validate(data)
         except ValidationError as exc:

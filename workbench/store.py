@@ -28,6 +28,13 @@ big or too binary for a table (chunk tables, embeddings, FAISS indexes), keyed b
   refused, with the gate checks (and the dataset version and run they were checked on), the approver,
   note and approval time.
 
+- ``run_owners``: the process executing each run (host, pid, start time) and its last heartbeat, so a
+  run whose process died shows as interrupted and a live one is never resumed twice (``workbench.liveness``).
+
+Batches that cannot be written because another process holds the file go to an append-only, checksummed
+journal under ``artifacts/journal/`` and are merged idempotently by the run or the next open
+(``workbench.journal``).
+
 Concurrency: DuckDB lets one process open a file read-write and then locks everyone else out,
 so connections are short-lived (open, do a batch, close) and opening retries with backoff until
 ``LLMOPS_LOCK_TIMEOUT`` seconds (default 60) pass; the error then names the file and the PID.
@@ -47,7 +54,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.errors import NotFoundError, SchemaVersionError, ValidationError, WorkspaceError, WorkspaceLockedError
+from workbench import journal as _journal
+from workbench.errors import (
+    NotFoundError,
+    RunInProgressError,
+    SchemaVersionError,
+    ValidationError,
+    WorkspaceError,
+    WorkspaceLockedError,
+)
+from workbench.liveness import Owner
+from workbench.liveness import state as owner_state
 
 if TYPE_CHECKING:
     import duckdb
@@ -223,15 +240,37 @@ def m130_i13_content_hashes(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
+@migration
+def m110_i10_run_owners(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE run_owners (
+            run_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started DOUBLE NOT NULL,
+            claimed_at TIMESTAMPTZ NOT NULL DEFAULT now(), heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        """
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # connections
 
 
-def _lock_timeout() -> float:
+def lock_timeout() -> float:
     try:
         return float(os.environ.get("LLMOPS_LOCK_TIMEOUT", "60"))
     except ValueError:
         return 60.0
+
+
+_lock_timeout = lock_timeout  # the name tests and older callers use
+
+
+def _sql_timeout() -> float:
+    """Seconds a user query may run (it holds writers out meanwhile): ``LLMOPS_SQL_TIMEOUT``, default 30."""
+    try:
+        return float(os.environ.get("LLMOPS_SQL_TIMEOUT", "30"))
+    except ValueError:
+        return 30.0
 
 
 _PID_RE = re.compile(r"PID (\d+)")
@@ -311,13 +350,17 @@ class Store:
         except OSError as exc:
             raise WorkspaceError(f"cannot create workspace folder {self.path}: {exc}") from exc
         self._migrate()
+        self.merge_journals()
 
     # -- connection factory ---------------------------------------------------------------
 
-    def _connect_once(self) -> duckdb.DuckDBPyConnection:
+    def _connect_once(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         import duckdb
 
-        con = duckdb.connect(str(self.db_path), read_only=self.read_only, config={"python_enable_replacements": False})
+        config: dict[str, Any] = {"python_enable_replacements": False}
+        if read_only:
+            config["enable_external_access"] = False
+        con = duckdb.connect(str(self.db_path), read_only=read_only or self.read_only, config=config)
         try:
             con.execute("SET TimeZone = 'UTC'")
         except duckdb.Error:  # ICU may be missing; timestamps are still stored as UTC instants
@@ -350,7 +393,7 @@ class Store:
                 self._held.con = None
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, timeout: float | None = None, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the database, waiting with backoff while another process holds it; close on exit."""
         import duckdb
 
@@ -359,13 +402,15 @@ class Store:
             yield held
             return
 
-        timeout = self.lock_timeout if self.lock_timeout is not None else _lock_timeout()
-        deadline = time.monotonic() + timeout
+        if timeout is None:
+            timeout = self.lock_timeout if self.lock_timeout is not None else lock_timeout()
+        wait = timeout
+        deadline = time.monotonic() + wait
         delay = 0.01
         with _PROCESS_LOCK:
             while True:
                 try:
-                    con = self._connect_once()
+                    con = self._connect_once(read_only)
                     break
                 except duckdb.IOException as exc:
                     msg = str(exc)
@@ -382,7 +427,7 @@ class Store:
                         holder = f"process {m.group(1)}" if m else "another process"
                         raise WorkspaceLockedError(
                             f"workspace database {self.db_path} is locked by {holder} and stayed locked for "
-                            f"{timeout:.0f} s. Another kernel or command is writing to it; wait for it to "
+                            f"{wait:.0f} s. Another kernel or command is writing to it; wait for it to "
                             "finish, stop it if it is stuck, use a different workspace (LLMOPS_WORKSPACE or "
                             "--workspace), or raise LLMOPS_LOCK_TIMEOUT."
                         ) from exc
@@ -394,9 +439,9 @@ class Store:
                 con.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(self, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection inside BEGIN/COMMIT: all of a batch is stored, or none of it."""
-        with self.connect() as con:
+        with self.connect(timeout) as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
@@ -440,31 +485,44 @@ class Store:
 
     # -- read-only SQL for users ----------------------------------------------------------
 
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Run a user's read-only query; anything but SELECT-like statements is refused."""
+    def sql(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None, timeout: float | None = None
+    ) -> pd.DataFrame:
+        """Run a user's read-only query, refused before it runs unless DuckDB's parser calls it a SELECT.
+
+        Read-only by construction: the statement type comes from DuckDB's own parser, and the query runs on a
+        read-only connection with no file or network access, so nothing it calls (``nextval``, ``setval``,
+        a COPY hidden in a subquery) can change the workspace. It is stopped after ``timeout`` seconds
+        (``LLMOPS_SQL_TIMEOUT``, default 30): while it runs no other process can write to the workspace.
+        """
         import duckdb
 
-        with self.connect() as con:
+        limit = _sql_timeout() if timeout is None else float(timeout)
+        with self.connect(read_only=True) as con:
             try:
                 statements = con.extract_statements(query)
             except duckdb.Error as exc:
-                raise ValidationError(f"SQL does not parse: {exc}") from exc
+                raise ValidationError(f"SQL does not parse: {exc}") from None
             bad = [s.type.name for s in statements if not _read_only(con, s)]
             if bad or len(statements) != 1:
                 raise ValidationError(
                     "ws.sql() is read-only and takes exactly one SELECT statement; got "
                     f"{', '.join(bad) or str(len(statements)) + ' statements'}. Use the Python API to change data."
                 )
-            # No file or network access from user SQL (ws.sql, `llmops sql`): read-only means read-only.
-            # The setting dies with this short-lived connection's database instance.
-            con.execute("SET enable_external_access = false")
-            con.execute("BEGIN TRANSACTION")
+            timer = threading.Timer(limit, con.interrupt)
+            timer.daemon = True
+            timer.start()
             try:
                 return con.execute(query, params or []).df()
+            except duckdb.InterruptException:
+                raise ValidationError(
+                    f"SQL stopped after {limit:g} s: while a query runs no run can store its results. Narrow it "
+                    "(WHERE, LIMIT), or allow more time with timeout= / LLMOPS_SQL_TIMEOUT."
+                ) from None
             except duckdb.Error as exc:
-                raise ValidationError(f"SQL error: {exc}") from exc
+                raise ValidationError(f"SQL error: {exc}") from None
             finally:
-                con.execute("ROLLBACK")
+                timer.cancel()
 
     # -- datasets --------------------------------------------------------------------------
 
@@ -642,8 +700,10 @@ class Store:
     def get_run(self, run_id: str) -> dict[str, Any]:
         with self.connect() as con:
             row = con.execute(
-                "SELECT run_id, name, status, dataset_name, dataset_hash, spec, repeats, n_cells, created_at, "
-                "finished_at FROM runs WHERE starts_with(run_id, $1) ORDER BY created_at DESC",
+                "SELECT r.run_id, name, status, dataset_name, dataset_hash, spec, repeats, n_cells, created_at, "
+                "finished_at, o.host, o.pid, o.started, epoch(o.heartbeat_at) "
+                "FROM runs r LEFT JOIN run_owners o USING (run_id) WHERE starts_with(r.run_id, $1) "
+                "ORDER BY created_at DESC",
                 [run_id],
             ).fetchall()
         if not row:
@@ -664,19 +724,95 @@ class Store:
         )
         rec = dict(zip(keys, row[0]))
         rec["spec"] = json.loads(rec["spec"])
+        owner = row[0][10:] if row[0][10] is not None else None
+        rec["owner"] = None if owner is None else Owner(owner[0], int(owner[1]), float(owner[2]))
+        rec["stored_status"] = rec["status"]
+        if rec["status"] == "running":
+            rec["status"] = self._live_status(rec["run_id"], rec["owner"], owner[3] if owner else None)
         return rec
+
+    def _live_status(self, run_id: str, owner: Owner | None, heartbeat: float | None) -> str:
+        """``running`` only while its owner lives; a run whose process died is ``interrupted`` (resumable)."""
+        beats = [b for b in (heartbeat, _journal.heartbeat(self.artifacts, run_id)) if b is not None]
+        alive = owner_state(owner, run_id, max(beats) if beats else None)
+        return "interrupted" if alive == "dead" else "running"
 
     def list_runs(self) -> pd.DataFrame:
         with self.connect() as con:
-            return con.execute(
+            frame = con.execute(
                 """
                 SELECT r.run_id, r.name, r.status, r.dataset_name, r.n_cells,
                        count(c.case_id) AS done, count(c.error) AS failed,
-                       coalesce(sum(c.cost), 0) AS cost, r.created_at, r.finished_at
-                FROM runs r LEFT JOIN cells c USING (run_id)
-                GROUP BY ALL ORDER BY r.created_at DESC
+                       coalesce(sum(c.cost), 0) AS cost, r.created_at, r.finished_at,
+                       any_value(o.host) AS owner_host, any_value(o.pid) AS owner_pid,
+                       any_value(o.started) AS owner_started, any_value(epoch(o.heartbeat_at)) AS heartbeat
+                FROM runs r LEFT JOIN cells c USING (run_id) LEFT JOIN run_owners o USING (run_id)
+                GROUP BY r.run_id, r.name, r.status, r.dataset_name, r.n_cells, r.created_at, r.finished_at
+                ORDER BY r.created_at DESC
                 """
             ).df()
+        statuses = []
+        for row in frame.itertuples(index=False):
+            status = row.status
+            if status == "running":
+                owner = None
+                if isinstance(row.owner_host, str):
+                    owner = Owner(row.owner_host, int(row.owner_pid), float(row.owner_started))
+                heartbeat = None if row.heartbeat != row.heartbeat else row.heartbeat  # NaN when no owner row
+                status = self._live_status(row.run_id, owner, heartbeat)
+            statuses.append(status)
+        frame["status"] = statuses
+        frame["owner"] = [
+            f"{h}:{int(p)}" if isinstance(h, str) else None for h, p in zip(frame["owner_host"], frame["owner_pid"])
+        ]
+        return frame.drop(columns=["owner_host", "owner_pid", "owner_started", "heartbeat"])
+
+    def claim_run(self, run_id: str, owner: Owner, force: bool = False) -> None:
+        """Make ``owner`` the process executing a run; refuse while another live process executes it.
+
+        Check and claim happen in one transaction, and only one process can hold the database at a
+        time, so two resumes racing for a dead run cannot both win.
+        """
+        with self.transaction() as con:
+            row = _first(con.execute("SELECT status FROM runs WHERE run_id=$1", [run_id]))
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} in workspace {self.path}")
+            prev = _first(
+                con.execute("SELECT host, pid, started, epoch(heartbeat_at) FROM run_owners WHERE run_id=$1", [run_id])
+            )
+            if row[0] == "running" and prev is not None:
+                other = Owner(prev[0], int(prev[1]), float(prev[2]))
+                beats = [b for b in (prev[3], _journal.heartbeat(self.artifacts, run_id)) if b is not None]
+                alive = owner_state(other, run_id, max(beats) if beats else None)
+                if alive == "alive" and not (force and other.host != owner.host):
+                    hint = (
+                        f"stop it first (`kill {other.pid}`) or wait for it to finish"
+                        if other.host == owner.host
+                        else f"stop it on {other.host}, or once it is gone pass --force (force=True)"
+                    )
+                    raise RunInProgressError(
+                        f"run {run_id} is being executed by {other.describe()}; resuming it now would pay for "
+                        f"its cells twice. To take it over, {hint}."
+                    )
+            con.execute(
+                "INSERT OR REPLACE INTO run_owners (run_id, host, pid, started, claimed_at, heartbeat_at) "
+                "VALUES ($1, $2, $3, $4, now(), now())",
+                [run_id, owner.host, owner.pid, owner.started],
+            )
+            con.execute("UPDATE runs SET status='running' WHERE run_id=$1", [run_id])
+
+    def variant_failures(self, run_id: str) -> list[dict[str, Any]]:
+        """Per variant: cells stored, cells failed, and the most frequent error (for exit codes and summaries)."""
+        with self.connect() as con:
+            rows = con.execute(
+                """
+                SELECT v.variant, count(c.case_id) AS n, count(c.error) AS failed, mode(c.error) AS error
+                FROM run_variants v LEFT JOIN cells c ON c.run_id = v.run_id AND c.variant = v.variant
+                WHERE v.run_id = $1 GROUP BY v.variant, v.position ORDER BY v.position
+                """,
+                [run_id],
+            ).fetchall()
+        return [{"variant": r[0], "n": int(r[1]), "failed": int(r[2]), "error": r[3]} for r in rows]
 
     def runs_page(self, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """One page of ``list_runs`` (newest first) and the number of runs: only the page's cells are counted."""
@@ -730,31 +866,31 @@ class Store:
         return {r[0]: r[1:] for r in rows}
 
     def finish_run(
-        self,
-        run_id: str,
-        status: str,
-        cells: list[dict[str, Any]],
-        scores: list[dict[str, Any]],
-        responses: list[dict[str, Any]],
-        judgements: list[dict[str, Any]],
-        replace: bool = False,
+        self, run_id: str, status: str, batches: list[dict[str, Any]], wait: float | None = None
     ) -> tuple[int, int, str]:
-        """Write the last batch and set the final status together; returns (stored, n_cells, status)."""
-        with self.transaction() as con:
-            self._write(con, run_id, cells, scores, responses, replace, judgements)
-            stored, n_cells = _first(
-                con.execute(
-                    "SELECT (SELECT count(*) FROM cells WHERE run_id=$1), n_cells FROM runs WHERE run_id=$1", [run_id]
+        """Write the last batches and set the final status together; returns (stored, n_cells, status)."""
+        with self.transaction(wait) as con:
+            for b in batches:
+                self._write(
+                    con, run_id, b["cells"], b["scores"], b["responses"], b["replace"], b.get("judgements") or []
                 )
-            )
-            if status == "completed" and stored < n_cells:
-                status = "incomplete"
-            elif status == "interrupted" and stored >= n_cells:  # stop pressed as the last cells were written
-                status = "completed"
+            return self._finish(con, run_id, status)
+
+    @staticmethod
+    def _finish(con: duckdb.DuckDBPyConnection, run_id: str, status: str) -> tuple[int, int, str]:
+        stored, n_cells = _first(
             con.execute(
-                "UPDATE runs SET status=$2, finished_at=CASE WHEN $3 THEN now() ELSE finished_at END WHERE run_id=$1",
-                [run_id, status, status == "completed"],
+                "SELECT (SELECT count(*) FROM cells WHERE run_id=$1), n_cells FROM runs WHERE run_id=$1", [run_id]
             )
+        )
+        if status == "completed" and stored < n_cells:
+            status = "incomplete"
+        elif status == "interrupted" and stored >= n_cells:  # stop pressed as the last cells were written
+            status = "completed"
+        con.execute(
+            "UPDATE runs SET status=$2, finished_at=CASE WHEN $3 THEN now() ELSE finished_at END WHERE run_id=$1",
+            [run_id, status, status == "completed"],
+        )
         return int(stored), int(n_cells), status
 
     def write_batch(
@@ -771,6 +907,37 @@ class Store:
             return
         with self.transaction() as con:
             self._write(con, run_id, cells, scores, responses, replace, judgements)
+
+    def write_batches(self, run_id: str, batches: list[dict[str, Any]], timeout: float | None = None) -> None:
+        """Several batches (journal records) and a heartbeat in one transaction; waits at most ``timeout`` s."""
+        with self.transaction(timeout) as con:
+            for b in batches:
+                self._write(
+                    con, run_id, b["cells"], b["scores"], b["responses"], b["replace"], b.get("judgements") or []
+                )
+            con.execute("UPDATE run_owners SET heartbeat_at = now() WHERE run_id=$1", [run_id])
+
+    def merge_journals(self) -> int:
+        """Store the batches of journals whose run process is gone (idempotent); returns batches merged."""
+        with _journal.orphans(self.artifacts) as found:
+            records = [r for _, recs in found for r in recs]
+            if not records:
+                return 0
+            with self.transaction() as con:
+                for r in records:
+                    if r.get("kind") == "finish":
+                        self._finish(con, r["run_id"], r["status"])
+                    else:
+                        self._write(
+                            con,
+                            r["run_id"],
+                            r["cells"],
+                            r["scores"],
+                            r["responses"],
+                            r["replace"],
+                            r.get("judgements") or [],
+                        )
+        return len(records)
 
     @staticmethod
     def _write(
@@ -794,17 +961,20 @@ class Store:
             con.unregister("_resp")
         if cells:
             con.register("_cells", pa.Table.from_pylist(cells, schema=_CELL_SCHEMA()))
-            if replace:
+            if replace:  # only failed cells are replaced: replaying an old batch never overwrites a success
                 con.execute(
-                    "DELETE FROM scores WHERE run_id=$1 AND (case_id, variant, repeat) IN "
+                    "CREATE OR REPLACE TEMP TABLE _failed AS SELECT case_id, variant, repeat FROM cells "
+                    "WHERE run_id=$1 AND error IS NOT NULL AND (case_id, variant, repeat) IN "
                     "(SELECT (case_id, variant, repeat) FROM _cells)",
                     [run_id],
                 )
-                con.execute(
-                    "DELETE FROM cells WHERE run_id=$1 AND (case_id, variant, repeat) IN "
-                    "(SELECT (case_id, variant, repeat) FROM _cells)",
-                    [run_id],
-                )
+                for table in ("scores", "judgements", "cells"):
+                    con.execute(
+                        f"DELETE FROM {table} WHERE run_id=$1 AND (case_id, variant, repeat) IN "
+                        "(SELECT (case_id, variant, repeat) FROM _failed)",
+                        [run_id],
+                    )
+                con.execute("DROP TABLE _failed")
             con.execute(
                 "INSERT INTO cells (run_id, case_id, variant, repeat, request_key, messages, output, error, "
                 "error_kind, latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved) "
@@ -824,12 +994,6 @@ class Store:
             con.unregister("_scores")
         if judgements:
             con.register("_judge", pa.Table.from_pylist(judgements, schema=_JUDGEMENT_SCHEMA()))
-            if replace:
-                con.execute(
-                    "DELETE FROM judgements WHERE run_id=$1 AND (case_id, variant, repeat) IN "
-                    "(SELECT (case_id, variant, repeat) FROM _judge)",
-                    [run_id],
-                )
             con.execute(
                 "INSERT INTO judgements SELECT $1, case_id, variant, repeat, metric, seq, tag, model, request_key, "
                 "messages, response, cached FROM _judge ON CONFLICT DO NOTHING",

@@ -12,7 +12,7 @@ from workbench.datasets import Dataset
 from workbench.errors import NotFoundError, SpecError, WorkbenchError
 from workbench.llm import ModelConfig
 from workbench.metrics.registry import BoundMetric, bind
-from workbench.prompts import Prompt, PromptDiff
+from workbench.prompts import Prompt, PromptDiff, RenderLimits
 from workbench.runner import Experiment, Run, Variant, variant_names
 from workbench.store import Store
 
@@ -249,8 +249,14 @@ class Workspace:
         repeats: int = 1,
         concurrency: int = 8,
         name: str | None = None,
+        max_prompt_chars: int | None = None,
+        render_timeout: float | None = None,
     ) -> Experiment:
-        """Build (and check) an experiment. Models may be litellm strings, dicts or ModelConfig."""
+        """Build (and check) an experiment. Models may be litellm strings, dicts or ModelConfig.
+
+        ``max_prompt_chars`` / ``render_timeout`` bound the rendering of each message (default 1,000,000
+        characters and 2 s); a template past them is a TemplateError at plan time, before any call.
+        """
         ds = self.dataset(dataset) if isinstance(dataset, str) else dataset
         ps = (
             [prompts]
@@ -292,7 +298,8 @@ class Workspace:
         else:
             vs = variant_names(ps, ms, rs)
         bound = [_metric(m) for m in metrics]
-        return Experiment(self.store, ds, vs, bound, repeats, concurrency, name)
+        limits = _limits(max_prompt_chars, render_timeout)
+        return Experiment(self.store, ds, vs, bound, repeats, concurrency, name, limits)
 
     def _stored_model(self, m: ModelConfig | Mapping[str, Any] | str) -> ModelConfig:
         """A bare name (no provider/) of a model a past run stored is that config; anything else as given."""
@@ -372,6 +379,8 @@ class Workspace:
             repeats=parsed.repeats,
             concurrency=parsed.concurrency,
             name=parsed.name,
+            max_prompt_chars=parsed.max_prompt_chars,
+            render_timeout=parsed.render_timeout,
         )
 
     def get_run(self, run_id: str) -> Run:
@@ -526,9 +535,14 @@ class Workspace:
         ids = [r.run_id if isinstance(r, Run) else self.store.get_run(r)["run_id"] for r in runs]
         return EvalGrid(self.store, ids, **view)
 
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Read-only SQL over the workspace tables (see workbench.store for the schema)."""
-        return self.store.sql(query, params)
+    def sql(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None, timeout: float | None = None
+    ) -> pd.DataFrame:
+        """Read-only SQL over the workspace tables (see workbench.store for the schema).
+
+        Stopped after ``timeout`` seconds (default ``LLMOPS_SQL_TIMEOUT`` or 30): no run can store results meanwhile.
+        """
+        return self.store.sql(query, params, timeout=timeout)
 
 
 def _name_version(ref: str) -> tuple[str, int | None]:
@@ -554,6 +568,19 @@ def _model(m: ModelConfig | Mapping[str, Any] | str) -> ModelConfig:
         unknown = sorted(set(data) - set(fields))
         hint = " (keys come from the environment: use api_key_env)" if "api_key" in unknown else ""
         raise SpecError(f"model {data['name']!r}: unknown key(s) {unknown}{hint}; a model takes {fields}") from None
+
+
+def _limits(max_chars: int | None, seconds: float | None) -> RenderLimits:
+    from workbench.prompts import DEFAULT_MAX_CHARS, DEFAULT_RENDER_SECONDS
+
+    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
+        raise SpecError(f"max_prompt_chars must be a positive integer, got {max_chars!r}")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0):
+        raise SpecError(f"render_timeout must be a positive number of seconds, got {seconds!r}")
+    return RenderLimits(
+        DEFAULT_MAX_CHARS if max_chars is None else max_chars,
+        DEFAULT_RENDER_SECONDS if seconds is None else float(seconds),
+    )
 
 
 def _metric(m: str | Mapping[str, Any] | BoundMetric) -> BoundMetric:

@@ -51,9 +51,10 @@ def retrieval_eval(
 
     from workbench.metrics.retrieval import gold_ids, ndcg, precision, ranked_ids, recall, reciprocal_rank
     from workbench.metrics.retrieval import hit_rate as hit
+    from workbench.retrieval.grid import query_text
     from workbench.retrieval.retriever import build_retriever
 
-    rows = _rows(cases, question_col, gold_col)
+    rows = _rows(cases, gold_col)
     cfg_list = [configs] if isinstance(configs, (RetrievalConfig, Mapping)) else list(configs)
     if not cfg_list:
         raise RetrievalError("retrieval_eval needs at least one retrieval config")
@@ -63,7 +64,6 @@ def retrieval_eval(
     if dupes:
         raise RetrievalError(f"retrieval_eval: config names must be unique, {dupes} repeat: rename them")
 
-    questions = [r[0] for r in rows]
     golds = [gold_ids(r[1]) for r in rows]
     keep = [i for i, g in enumerate(golds) if g]
     if not keep:
@@ -91,6 +91,14 @@ def retrieval_eval(
         retriever = build_retriever(corp, cfg, artifacts_dir, embedder=embedder, base_dir=base_dir)
         build_s = time.perf_counter() - t0
         depth = k or cfg.top_k
+        # one rule with `llmops run`: the retriever's `query:` (column or template), else ``question_col``
+        questions = {i: query_text(cfg, rows[i][0], question_col) for i in keep}
+        empty = [i for i in keep if not questions[i].strip()]
+        if empty:
+            raise RetrievalError(
+                f"retrieval_eval: retriever {cfg.label!r} finds no question text in case(s) {empty[:5]} (column "
+                f"{cfg.query or question_col!r}); fill it, or set the retriever's `query:` to another column"
+            )
         qs = [questions[i] for i in keep]
         t1 = time.perf_counter()
         results = retriever.search(qs, top_k=depth)
@@ -140,13 +148,12 @@ def retrieval_eval(
     return df.sort_values(["ndcg@k", "recall@k"], ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _rows(cases: Any, question_col: str, gold_col: str) -> list[tuple[str, Any]]:
+def _rows(cases: Any, gold_col: str) -> list[tuple[Mapping[str, Any], Any]]:
     if hasattr(cases, "to_dict") and hasattr(cases, "columns"):
-        missing = [c for c in (question_col, gold_col) if c not in cases.columns]
-        if missing:
+        if gold_col not in cases.columns:
             raise RetrievalError(
-                f"retrieval_eval: cases have no column(s) {missing}; columns are {list(cases.columns)[:20]}: "
-                "pass question_col= / gold_col="
+                f"retrieval_eval: cases have no gold column {gold_col!r}; columns are {list(cases.columns)[:20]}: "
+                "set `gold:` in the spec (gold_col= in Python)"
             )
         records = cases.to_dict(orient="records")
     else:
@@ -155,16 +162,13 @@ def _rows(cases: Any, question_col: str, gold_col: str) -> list[tuple[str, Any]]
         raise RetrievalError("retrieval_eval: no cases given")
     out = []
     for n, rec in enumerate(records):
-        if not isinstance(rec, Mapping) or question_col not in rec or gold_col not in rec:
+        if not isinstance(rec, Mapping) or gold_col not in rec:
             raise RetrievalError(
-                f"retrieval_eval: case {n} lacks {question_col!r} or {gold_col!r}"
+                f"retrieval_eval: case {n} lacks the gold column {gold_col!r}"
                 + (f" (has {sorted(rec)[:10]})" if isinstance(rec, Mapping) else "")
-                + ": pass question_col= / gold_col="
+                + ": set `gold:` in the spec (gold_col= in Python)"
             )
-        q = rec[question_col]
-        if not isinstance(q, str) or not q.strip():
-            raise RetrievalError(f"retrieval_eval: case {n} has no question text in {question_col!r} ({q!r})")
-        out.append((q, rec[gold_col]))
+        out.append((rec, rec[gold_col]))
     return out
 
 

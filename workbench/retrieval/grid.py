@@ -71,15 +71,19 @@ def _corpus_for(store: Store, config: RetrievalConfig, corpus: Corpus | None) ->
     return loaded
 
 
-def query_text(config: RetrievalConfig, case: Mapping[str, Any]) -> str:
-    column = config.query or "question"
+def query_text(config: RetrievalConfig, case: Mapping[str, Any], default: str = "question") -> str:
+    """The text a retriever searches with: its ``query:`` (a column or a template), else ``default``.
+
+    The one rule for ``llmops run`` and ``llmops retrieval-eval``; a missing column names the key to set.
+    """
+    column = config.query or default
     if "{{" in column:
         from jinja2 import TemplateError as JinjaError
 
-        from workbench.prompts import _env, template_vars
+        from workbench.prompts import _env, render_bounded, template_vars
 
         try:
-            return str(_env().from_string(column).render(template_vars(case)))
+            return render_bounded(_env().from_string(column), template_vars(case))
         except JinjaError as exc:
             raise RetrievalError(
                 f"retriever {config.label!r}: query template {column!r} does not render: {exc}; it sees the dataset "
