@@ -357,7 +357,7 @@ def test_a_stop_after_the_last_cell_is_not_an_interrupted_run(tmp_path, files):
     ws = wb.open(tmp_path / "ws")
     ws.add_dataset("qa", data, id="key")
     run = ws.experiment("qa", [wb.Prompt("p", "Q: {{ input }}")], "local/extractive").run(progress=False)
-    assert ws.store.finish_run(run.run_id, "interrupted", [], [], [], [])[2] == "completed"
+    assert ws.store.finish_run(run.run_id, "interrupted", [])[2] == "completed"
     assert run.status == "completed"
 
 
@@ -444,6 +444,6 @@ def test_demo_and_spec_forms_in_the_shell(ip, tmp_path, files):
     )
     assert magic(ip, f"run {spec} --no-progress -w {w}").status == "completed"
     only_retrieval = tmp_path / "retrieval.yaml"
-    only_retrieval.write_text(spec.read_text() + "question: input\n")
+    only_retrieval.write_text(spec.read_text())  # the question column comes from the retriever's `query:`
     board = magic(ip, f"retrieval-eval {only_retrieval} -w {w}")
     assert list(board["config"]) == ["r"] and board["recall@k"][0] > 0.5
