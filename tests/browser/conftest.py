@@ -22,8 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    # Module scope: Playwright's sync API keeps an event loop running in the main thread while it is open, so a
+    # session-wide instance made every later test's asyncio.run() fail ("cannot be called from a running loop").
     if not harness.chromium_available():
         pytest.skip(f"no Chromium at {harness.CHROMIUM} (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
