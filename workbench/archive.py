@@ -288,6 +288,8 @@ def _load(con: duckdb.DuckDBPyConnection) -> None:
     cols = [c for c in _names(con, "_a_feedback") if c in have]
     listed = ", ".join(f'"{c}"' for c in cols)
     con.execute(
-        f"INSERT INTO feedback ({listed}) SELECT {listed} FROM _a_feedback EXCEPT ALL SELECT {listed} FROM feedback"
-    )
+        f"INSERT INTO feedback ({listed}) SELECT {listed} FROM "
+        f"(SELECT {listed} FROM _a_feedback EXCEPT ALL SELECT {listed} FROM feedback) "
+        + ("ORDER BY created_at" if "created_at" in cols else "")
+    )  # in the order given, so a fresh workspace numbers them as the source did
     # corpora rows are provenance (version ids) only: their documents are not carried, so none are inserted
