@@ -143,10 +143,10 @@ def part1(args: argparse.Namespace, work: Path) -> None:
     finally:
         servers["log"].stop()
         servers["no-log"].stop()
-    from workbench.serving import read_log
+    from workbench.requestlog import read_requests
 
     sent = 50 + args.rounds * args.requests
-    print(f"  logged rows after graceful stop: {len(read_log(log_dir))} of {sent} sent to the logging server")
+    print(f"  logged rows after graceful stop: {len(read_requests(log_dir))} of {sent} sent to the logging server")
 
     print("== time from `llmops serve` to the first answer")
     for i in range(2):

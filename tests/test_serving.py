@@ -14,7 +14,8 @@ import pytest
 from served import BundleServer, demo_run, get, post
 
 import workbench as wb
-from workbench.serving import assign_arm, read_log
+from workbench.requestlog import read_feedback, read_requests
+from workbench.serving import assign_arm
 
 
 @pytest.fixture(scope="module")
@@ -73,18 +74,21 @@ def test_endpoints_and_log(bundles, tmp_path):
         status, spec = get(srv.url + "/openapi.json")
         assert status == 200 and {"/v1/answer", "/v1/chat/completions", "/v1/feedback"} <= set(spec["paths"])
         assert srv.stop() in (0, -15)  # graceful: SIGTERM (uvicorn re-raises it after shutdown)
-    rows = read_log(log_dir)
+    rows = read_requests(log_dir)
     assert len(rows) == 4 and set(rows["status"]) == {200}
     first = rows[rows["request_id"] == one["request_id"]].iloc[0]
-    assert first["user"] == "ann" and first["input"]["question"] == "Does smoking cause lung cancer?"
-    assert first["output"] == one["answer"] and len(first["retrieved"]) == 3
-    assert {"chunk_id", "doc_id", "score"} == set(first["retrieved"][0])
+    assert first["user"] == "ann" and json.loads(first["input"])["question"] == "Does smoking cause lung cancer?"
+    assert first["question"] == "Does smoking cause lung cancer?"
+    retrieved = json.loads(first["retrieved"])
+    assert first["output"] == one["answer"] and len(retrieved) == 3
+    assert {"chunk_id", "doc_id", "score"} == set(retrieved[0])
+    assert first["top_score"] == max(h["score"] for h in retrieved) and first["rating"] == 4.0
     assert first["bundle_hash"] == one["bundle_hash"]
     raw = json.loads(next(Path(log_dir).glob("requests-*.jsonl")).read_text().splitlines()[0])
     assert raw["ts"].endswith("Z") and set(raw) >= {"ts", "request_id", "input", "retrieved", "status", "user"}
     for column in ("latency_ms", "prompt_tokens", "completion_tokens", "cost", "error", "arm"):
         assert column in rows.columns
-    fb = read_log(log_dir, "feedback")
+    fb = read_feedback(log_dir, latest=False)
     assert fb.to_dict("records")[0] | {"ts": None} == {
         "ts": None,
         "request_id": one["request_id"],
@@ -179,7 +183,7 @@ def test_ab_sticky_assignment_and_logged_arms(bundles, tmp_path):
     assert all(len(arms) == 1 for arms in seen.values())  # sticky
     assert {"A", "B"} == {next(iter(a)) for a in seen.values()}
     assert {"A", "B"} == set(anonymous)  # random without an id (P(one arm 40 times) = 2**-39)
-    rows = read_log(log_dir)
+    rows = read_requests(log_dir)
     assert len(rows) == 90 + 40 + 1
     assert set(rows["arm"]) == {"A", "B"}
     for r in rows.itertuples():
@@ -293,7 +297,7 @@ def test_load_2000_requests_no_lost_rows_no_5xx(bundles, tmp_path):
         statuses, _ = _load(srv.url, 2000, 32)
         assert srv.stop() in (0, -15)
     assert statuses == {200: 2000}, statuses
-    rows = read_log(log_dir)
+    rows = read_requests(log_dir)
     assert len(rows) == 2000 and rows["request_id"].nunique() == 2000
     assert set(rows["status"]) == {200} and rows["error"].isna().all()
 
@@ -313,12 +317,12 @@ def test_kill_9_mid_load_leaves_a_readable_log(bundles, tmp_path):
     t.join(120)
     done = result["done"]
     assert isinstance(done, list) and len(done) > 20
-    rows = read_log(log_dir)
+    rows = read_requests(log_dir)
     # everything answered more than ~2 s before the kill (1 s flush interval + slack on a busy machine) is there
     assert len(rows) >= sum(ts < killed_at - 2.0 for ts in done) and len(rows) <= len(done)
     # a torn last line (what kill -9 in the middle of a write leaves) is skipped by readers
     segment = sorted(log_dir.glob("requests-*.jsonl"))[-1]
     with segment.open("a") as fh:
         fh.write('{"ts": "2026-01-01T00:00:00Z", "request_id": "torn", "inp')
-    again = read_log(log_dir)
+    again = read_requests(log_dir)
     assert len(again) == len(rows) and "torn" not in set(again["request_id"])

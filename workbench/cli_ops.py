@@ -22,16 +22,13 @@ def _ab(args: argparse.Namespace) -> Any:
 def _monitor(args: argparse.Namespace) -> Any:
     from workbench.analysis import bounds
 
-    return _workspace(args).monitor(
-        args.log,
-        dataset=args.dataset,
-        bundle=args.bundle,
-        run_id=args.run,
-        window=args.window,
-        where=args.where,
-        thresholds=bounds(None, args.max),
-        cache=not args.no_cache,
-    )
+    options = {"window": args.window, "where": args.where, "thresholds": bounds(None, args.max),
+               "cache": not args.no_cache}  # fmt: skip
+    if not (args.dataset or args.bundle or args.run):  # nothing to look up: no workspace to import or open
+        from workbench import monitoring
+
+        return monitoring.monitor(args.log, **options)
+    return _workspace(args).monitor(args.log, dataset=args.dataset, bundle=args.bundle, run_id=args.run, **options)
 
 
 def _gate(args: argparse.Namespace) -> Any:

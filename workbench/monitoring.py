@@ -1,11 +1,8 @@
 """Production traffic as data: read a served bundle's request log, monitor it, A/B-test it, and turn it into eval cases.
 
-The log is what ``llmops serve`` writes: a folder of JSONL segments, ``requests-*.jsonl`` (one served
-request per line: ts, request_id, bundle_hash, arm, user, input, output, retrieved, latency_ms,
-prompt_tokens, completion_tokens, cost, error, status) and ``feedback-*.jsonl`` (ts, request_id,
-rating, label, comment). Why DuckDB's ``read_json`` over the glob and not a Python loop: one
-vectorised scan aggregates a million requests in a few seconds, and ``ignore_errors`` skips the
-half-written last line a killed server leaves behind instead of failing.
+The log is what ``llmops serve`` writes (format in ``workbench.requestlog``, which also reads it: one
+reader for the monitor, A/B, the feedback loop and the server's own tests). The monitor parses it once
+with DuckDB into typed columns and answers every figure with SQL over them.
 
 Drift is tested, not eyeballed: production questions and the eval dataset's questions are embedded
 with the embedded wordllama model and compared with a kernel permutation test (``stats.mmd_test``),
@@ -18,21 +15,22 @@ The log is never opened through the workspace: reading it needs no workspace loc
 
 from __future__ import annotations
 
-import glob
+import functools
 import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from workbench import stats
 from workbench.errors import NotFoundError, ValidationError
+from workbench.requestlog import attach, connect, read_feedback, read_requests
 
 if TYPE_CHECKING:
     import duckdb
-    import numpy as np
     import pandas as pd
 
     from workbench.store import Store
@@ -49,42 +47,6 @@ __all__ = [
     "read_requests",
 ]
 
-REQUEST_GLOB = "requests-*.jsonl"
-FEEDBACK_GLOB = "feedback-*.jsonl"
-
-# DuckDB types of the request/feedback log fields; fields added later by the server are ignored.
-_REQUEST_COLUMNS = {
-    "ts": "TIMESTAMPTZ",
-    "request_id": "VARCHAR",
-    "bundle_hash": "VARCHAR",
-    "arm": "VARCHAR",
-    "user": "VARCHAR",
-    "input": "JSON",
-    "output": "JSON",
-    "retrieved": "JSON",
-    "latency_ms": "DOUBLE",
-    "prompt_tokens": "BIGINT",
-    "completion_tokens": "BIGINT",
-    "cost": "DOUBLE",
-    "error": "VARCHAR",
-    "status": "INTEGER",
-}
-# What monitor parses: the same fields typed for speed (extra input keys are ignored; an object
-# output arrives as its JSON text).
-_TYPED_COLUMNS = _REQUEST_COLUMNS | {
-    "input": "STRUCT(question VARCHAR)",
-    "output": "VARCHAR",
-    "retrieved": "STRUCT(score DOUBLE)[]",
-}
-_CACHE_VERSION = 1
-_ACTIVE_SECONDS = 5.0
-_FEEDBACK_COLUMNS = {"ts": "TIMESTAMPTZ", "request_id": "VARCHAR", "rating": "DOUBLE", "label": "VARCHAR",
-                     "comment": "VARCHAR"}  # fmt: skip
-
-# Thumbs labels (up/down and the like), read as ratings 1/0 when no numeric rating is given.
-_GOOD_LABELS = ("up", "thumbs_up", "good", "positive", "helpful", "correct")
-_BAD_LABELS = ("down", "thumbs_down", "bad", "negative", "unhelpful", "wrong")
-
 # Safety flags on traffic: name -> (field checked, detector from workbench.metrics.safety).
 SAFETY_FLAGS = {"pii": "output", "secrets": "output", "prompt_injection": "question"}
 
@@ -100,234 +62,6 @@ DEFAULT_THRESHOLDS: dict[str, float | None] = {
 
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _AUTO_WINDOWS = ["1m", "5m", "15m", "1h", "6h", "1d", "7d"]
-
-
-# --------------------------------------------------------------------------------------------------
-# reading the log
-
-
-def _log_dir(log: str | os.PathLike[str]) -> Path:
-    path = Path(log)
-    if not path.exists():
-        raise NotFoundError(f"request log {path} does not exist; point at the folder `llmops serve` writes its log to")
-    if path.is_file():
-        return path.parent
-    return path
-
-
-def _files(log: str | os.PathLike[str], pattern: str) -> list[str]:
-    folder = _log_dir(log)
-    if Path(log).is_file():
-        return [str(Path(log))]
-    return sorted(glob.glob(str(folder / pattern)))
-
-
-def _connect() -> duckdb.DuckDBPyConnection:
-    import duckdb
-
-    con = duckdb.connect(config={"python_enable_replacements": False})
-    con.execute("SET enable_progress_bar = false")
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-    except duckdb.Error:
-        pass
-    return con
-
-
-def _attach(
-    con: duckdb.DuckDBPyConnection,
-    log: str | os.PathLike[str],
-    where: str | None = None,
-    materialize: bool = False,
-    cache: bool = True,
-) -> int:
-    """Create the views ``requests`` and ``feedback`` over the log in ``con``; returns the number of request files.
-
-    ``requests`` adds: ``question`` (input.question), ``output`` as text, ``top_score`` (best retrieval
-    score), ``failed`` (an error or a 5xx status) and the request's latest ``rating``/``label``/``comment``;
-    ``where`` (a SQL condition over those columns) filters it. ``materialize`` (what monitor uses) parses
-    the JSON once into an in-memory table of the typed fields monitoring needs, reusing a Parquet copy of
-    every segment that has not changed since the last call (``cache``).
-    """
-    import duckdb
-
-    files = [f for f in _files(log, REQUEST_GLOB) if os.path.getsize(f) > 0]
-    if not files:
-        raise NotFoundError(
-            f"no request log segments ({REQUEST_GLOB}) with data in {_log_dir(log)}; has the server answered a request?"
-        )
-    fb_files = [f for f in _files(log, FEEDBACK_GLOB) if os.path.getsize(f) > 0] if Path(log).is_dir() else []
-    if fb_files:
-        con.execute(
-            "CREATE OR REPLACE TEMP VIEW raw_feedback AS SELECT * FROM read_json($files, format='newline_delimited', "
-            "ignore_errors=true, columns=$cols) WHERE request_id IS NOT NULL".replace(
-                "$files", _sql_list(fb_files)
-            ).replace("$cols", _sql_struct(_FEEDBACK_COLUMNS))
-        )
-    else:
-        con.execute(
-            "CREATE OR REPLACE TEMP VIEW raw_feedback AS SELECT NULL::TIMESTAMPTZ AS ts, NULL::VARCHAR AS request_id, "
-            "NULL::DOUBLE AS rating, NULL::VARCHAR AS label, NULL::VARCHAR AS comment WHERE false"
-        )
-    good = ", ".join(f"'{x}'" for x in _GOOD_LABELS)
-    bad = ", ".join(f"'{x}'" for x in _BAD_LABELS)
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP VIEW feedback AS
-        SELECT request_id, ts AS feedback_ts, label, comment,
-               coalesce(rating, CASE WHEN lower(label) IN ({good}) THEN 1.0
-                                     WHEN lower(label) IN ({bad}) THEN 0.0 END) AS rating
-        FROM raw_feedback
-        QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY ts DESC NULLS LAST) = 1
-        """
-    )
-    if materialize:
-        source = _typed_source(con, files, _cache_dir(log) if cache else None)
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP VIEW all_requests AS
-            SELECT r.*, f.rating, f.label, f.comment FROM ({source}) r LEFT JOIN feedback f USING (request_id)
-            """
-        )
-    else:
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP VIEW all_requests AS
-            SELECT r.* EXCLUDE (output),
-                   CASE WHEN json_type(r.output) = 'VARCHAR' THEN r.output ->> '$' ELSE CAST(r.output AS VARCHAR) END
-                       AS output,
-                   r.input ->> 'question' AS question,
-                   list_max(CAST(json_extract(r.retrieved, '$[*].score') AS DOUBLE[])) AS top_score,
-                   (r.error IS NOT NULL OR coalesce(r.status, 200) >= 500) AS failed,
-                   f.rating, f.label, f.comment
-            FROM ({_read_json(files, _REQUEST_COLUMNS)}) r LEFT JOIN feedback f USING (request_id)
-            WHERE r.request_id IS NOT NULL AND r.ts IS NOT NULL
-            """
-        )
-    try:
-        con.execute("CREATE OR REPLACE TEMP VIEW requests AS SELECT * FROM all_requests" + _where(where))
-        con.execute("SELECT * FROM requests LIMIT 0")
-    except duckdb.Error as exc:
-        raise ValidationError(f"where={where!r} is not a valid condition over the request log: {exc}") from exc
-    return len(files)
-
-
-def _read_json(files: Sequence[str], columns: Mapping[str, str]) -> str:
-    return (
-        f"SELECT * FROM read_json({_sql_list(files)}, format='newline_delimited', ignore_errors=true, "
-        f"columns={_sql_struct(columns)})"
-    )
-
-
-def _typed_select(files: Sequence[str]) -> str:
-    """The fields monitoring needs, parsed straight into typed columns (3x faster than JSON columns)."""
-    return f"""
-        SELECT ts, request_id, bundle_hash, arm, latency_ms, prompt_tokens, completion_tokens, cost, error, status,
-               output, input.question AS question,
-               list_max(list_transform(retrieved, lambda e: e.score)) AS top_score,
-               (error IS NOT NULL OR coalesce(status, 200) >= 500) AS failed
-        FROM ({_read_json(files, _TYPED_COLUMNS)})
-        WHERE request_id IS NOT NULL AND ts IS NOT NULL
-    """
-
-
-def _cache_dir(log: str | os.PathLike[str]) -> Path | None:
-    folder = _log_dir(log) / ".monitor-cache"
-    try:
-        folder.mkdir(exist_ok=True)
-    except OSError:  # a read-only log folder: no cache, every call parses the JSON
-        return None
-    return folder if os.access(folder, os.W_OK) else None
-
-
-def _typed_source(con: duckdb.DuckDBPyConnection, files: Sequence[str], cache: Path | None) -> str:
-    """SQL over all segments: cached Parquet for segments unchanged since they were cached, JSON for the rest.
-
-    A cache entry is keyed by the segment's name, size and modification time, so a segment that grows
-    gets a new entry and a stale one can never be read. Segments written to in the last few seconds
-    (the server's open ones) are read from JSON and not cached.
-    """
-    import hashlib
-    import time
-
-    if cache is None:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE fresh_requests AS {_typed_select(files)}")
-        return "SELECT * FROM fresh_requests"
-    parquet: list[str] = []
-    fresh: list[str] = []
-    now = time.time()
-    for f in files:
-        st = os.stat(f)
-        if now - st.st_mtime < _ACTIVE_SECONDS:
-            fresh.append(f)
-            continue
-        key = hashlib.sha256(f"{_CACHE_VERSION}|{Path(f).name}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
-        target = cache / f"{Path(f).stem}.{key[:16]}.parquet"
-        if not target.exists():
-            for old in cache.glob(f"{Path(f).stem}.*.parquet"):
-                old.unlink(missing_ok=True)
-            tmp = target.with_suffix(f".tmp{os.getpid()}")
-            con.execute(f"COPY ({_typed_select([f])}) TO '{_sql_str(str(tmp))}' (FORMAT parquet)")
-            os.replace(tmp, target)
-        parquet.append(str(target))
-    parts = []
-    if parquet:
-        parts.append(f"SELECT * FROM read_parquet({_sql_list(parquet)})")
-    if fresh:  # parsed once into memory; the cached part is scanned column by column by each query
-        con.execute(f"CREATE OR REPLACE TEMP TABLE fresh_requests AS {_typed_select(fresh)}")
-        parts.append("SELECT * FROM fresh_requests")
-    return " UNION ALL ".join(parts)
-
-
-def _sql_str(text: str) -> str:
-    return text.replace("'", "''")
-
-
-def _sql_list(items: Sequence[str]) -> str:
-    return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
-
-
-def _sql_struct(columns: Mapping[str, str]) -> str:
-    return "{" + ", ".join(f"'{k}': '{v}'" for k, v in columns.items()) + "}"
-
-
-def _where(where: str | None) -> str:
-    if not where:
-        return ""
-    if ";" in where:
-        raise ValidationError(f"where={where!r}: give one SQL condition over the log's columns, without ';'")
-    return f" WHERE ({where})"
-
-
-def read_requests(log: str | os.PathLike[str], where: str | None = None, limit: int | None = None) -> pd.DataFrame:
-    """Served requests as a DataFrame (one row per request, with its latest feedback), oldest first.
-
-    ``where`` is a SQL condition over the columns (e.g. ``"arm = 'B' AND rating <= 2"``).
-    """
-    import duckdb
-
-    con = _connect()
-    try:
-        _attach(con, log, where)
-        query = "SELECT * FROM requests ORDER BY ts"
-        if limit is not None:
-            query += f" LIMIT {int(limit)}"
-        try:
-            return con.execute(query).df()
-        except duckdb.Error as exc:
-            raise ValidationError(f"cannot select requests from {log} where {where!r}: {exc}") from exc
-    finally:
-        con.close()
-
-
-def read_feedback(log: str | os.PathLike[str]) -> pd.DataFrame:
-    """The latest feedback per request id (rating, label, comment)."""
-    con = _connect()
-    try:
-        _attach(con, log)
-        return con.execute("SELECT * FROM feedback ORDER BY feedback_ts").df()
-    finally:
-        con.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,16 +99,17 @@ def _safety(con: duckdb.DuckDBPyConnection, n_total: int, sample: int, seed: int
     query = "SELECT request_id, output, question FROM requests"
     if sampled:
         query += f" USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE ({int(seed)})"
-    frame = con.execute(query).df()
-    out: dict[str, Any] = {"checked": int(len(frame)), "of": int(n_total), "sampled": sampled, "flags": {}}
+    rows = con.execute(query).fetchall()  # plain lists: the text report needs no pandas
+    columns = {"request_id": [r[0] for r in rows], "output": [r[1] for r in rows], "question": [r[2] for r in rows]}
+    out: dict[str, Any] = {"checked": len(rows), "of": int(n_total), "sampled": sampled, "flags": {}}
     for flag, column in SAFETY_FLAGS.items():
-        hits = flag_texts(flag, frame[column].tolist())
+        hits = flag_texts(flag, columns[column])
         count = int(sum(hits))
-        ids = [rid for rid, h in zip(frame["request_id"], hits) if h][:5]
+        ids = [rid for rid, h in zip(columns["request_id"], hits) if h][:5]
         out["flags"][flag] = {
             "field": column,
             "count": count,
-            "rate": count / len(frame) if len(frame) else math.nan,
+            "rate": count / len(rows) if len(rows) else math.nan,
             "examples": ids,
         }
     return out
@@ -435,7 +170,6 @@ def question_drift(
     The unit is a distinct question: repeats of a popular question are not independent evidence, and
     counting them would make the permutation null too narrow (false alarms on unchanged traffic).
     """
-    import numpy as np
 
     prod = list(dict.fromkeys(str(q) for q in production if q))
     ref = list(dict.fromkeys(str(q) for q in reference if q))
@@ -562,12 +296,27 @@ class MonitorReport:
     log: str
     window: str
     summary: dict[str, Any]
-    windows: Any  # DataFrame, one row per time window
-    drift: dict[str, Any]
-    retrieval: dict[str, Any]
-    safety: dict[str, Any]
+    window_columns: dict[str, Any] = field(repr=False)  # per-window figures as numpy columns (see ``windows``)
+    drift: dict[str, Any] = field(default_factory=dict)
+    retrieval: dict[str, Any] = field(default_factory=dict)
+    safety: dict[str, Any] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
     seconds: float = 0.0
+
+    @functools.cached_property
+    def windows(self) -> pd.DataFrame:
+        """One row per time window: requests, errors, error rate, latency p50/p95, tokens, cost, mean top score.
+
+        Built on first use, so the CLI's text report never imports pandas (half a second of a cold run).
+        """
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                k: v.filled(np.nan) if isinstance(v, np.ma.MaskedArray) and v.dtype.kind == "f" else v
+                for k, v in self.window_columns.items()
+            }
+        )
 
     @property
     def ok(self) -> bool:
@@ -743,9 +492,9 @@ def monitor(
 
     start = time.perf_counter()
     limits = _thresholds(thresholds)
-    con = _connect()
+    con = connect()
     try:
-        _attach(con, log, where, materialize=True, cache=cache)
+        attach(con, log, where, materialize=True, cache=cache)
         row = con.execute(
             """
             SELECT count(*), count_if(failed), quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95),
@@ -763,7 +512,7 @@ def monitor(
         window = window or _auto_window(float(span or 0))
         step = _window_us(window)
         # integer bucketing on epoch microseconds: several times faster than time_bucket on TIMESTAMPTZ
-        windows = con.execute(
+        columns = con.execute(
             f"""
             SELECT make_timestamp((epoch_us(ts) // {step}) * {step}) AS window, count(*) AS requests,
                    count_if(failed) AS errors, count_if(failed) / count(*) AS error_rate,
@@ -773,10 +522,13 @@ def monitor(
                    coalesce(sum(cost), 0) AS cost, avg(top_score) AS mean_top_score
             FROM requests GROUP BY 1 ORDER BY 1
             """
-        ).df()
-        windows.insert(4, "latency_p50_ms", [q[0] if q is not None else math.nan for q in windows["latency_q"]])
-        windows.insert(5, "latency_p95_ms", [q[1] if q is not None else math.nan for q in windows["latency_q"]])
-        windows = windows.drop(columns=["latency_q"])
+        ).fetchnumpy()  # numpy columns, no pandas: MonitorReport.windows makes the DataFrame when asked
+        quantiles = [_quantiles(q) for q in columns.pop("latency_q")]
+        names = list(columns)
+        windows = {name: columns[name] for name in names[:4]}
+        windows["latency_p50_ms"] = [q[0] for q in quantiles]
+        windows["latency_p95_ms"] = [q[1] for q in quantiles]
+        windows.update({name: columns[name] for name in names[4:]})
         summary = {
             "requests": int(n),
             "errors": int(errors),
@@ -789,11 +541,15 @@ def monitor(
             "cost_per_request": float(cost) / n,
             "first": str(first),
             "last": str(last),
-            "windows": int(len(windows)),
+            "windows": len(windows["window"]),
             "bundles": sorted(extra[0] or []),
             "arms": sorted(extra[1] or []),
             "feedback": int(extra[2]),
         }
+        # Samples below: DuckDB's seeded reservoir sample (and DISTINCT's order) is reproducible only on one
+        # thread; on several, a log of more than one row group (122,880 requests) gave a different sample,
+        # hence different drift figures, on every run.
+        con.execute("SET threads = 1")
         # drift: a seeded sample of traffic questions against the eval questions
         if reference is not None:
             ref_questions, ref_name = _eval_questions(reference, store, question)
@@ -840,28 +596,36 @@ def monitor(
     )
 
 
+def _quantiles(q: Any) -> tuple[float, float]:
+    """(p50, p95) of a window; NaN when no request of the window has a latency."""
+    if q is None or q is np.ma.masked or isinstance(q, np.ma.MaskedArray) and q.mask.all():
+        return math.nan, math.nan
+    return q[0], q[1]
+
+
 def _float(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
 def _alerts(
     summary: dict[str, Any],
-    windows: pd.DataFrame,
+    windows: Mapping[str, Any],
     drift: dict[str, Any],
     retrieval: dict[str, Any],
     safety: dict[str, Any],
     limits: Mapping[str, float | None],
 ) -> list[Alert]:
     out: list[Alert] = []
-    latest = windows.iloc[-1] if len(windows) else None
+    count = len(windows["window"])
+    latest = {k: v[-1] for k, v in windows.items()} if count else None
     for name in ("error_rate", "latency_p95_ms", "cost_per_request"):
         limit = limits.get(name)
         if limit is None:
             continue
         scopes = [("overall", summary[name])]
-        if latest is not None and len(windows) > 1:
+        if latest is not None and count > 1:
             value = latest["cost"] / latest["requests"] if name == "cost_per_request" else latest[name]
-            scopes.append((f"latest window {latest['window']}", value))
+            scopes.append((f"latest window {latest['window'].item()}", value))
         for scope, value in scopes:
             if value is not None and not (isinstance(value, float) and math.isnan(value)) and value > limit:
                 out.append(Alert(name, float(value), limit, scope, f"{name} {value:.4g} > {limit:g} ({scope})"))

@@ -7,15 +7,10 @@ last user message is the question, so litellm / any OpenAI client can call a dep
 Two bundles make an A/B test: ``split`` percent of traffic goes to arm B; a request carrying a user or
 session id is assigned by a hash of it (sticky), others at random. The arm is logged with every request.
 
-Request log (read by ``llmops ab`` / ``monitor`` / ``dataset_from_log``): a directory of JSONL segments
-``requests-<utc-start>-<pid>-<seq>.jsonl`` (one object per request: ts, request_id, bundle_hash, arm, user,
-input, output, retrieved, latency_ms, prompt_tokens, completion_tokens, cost, error, status) and
-``feedback-<utc-start>-<pid>-<seq>.jsonl`` (ts, request_id, rating, label, comment). Why files and a thread:
-a response must never wait for a disk write, and a server must never hold the notebook's DuckDB lock. Rows
-go on an in-memory queue; one writer thread appends them about every second and on shutdown (nothing lost
-on SIGTERM/SIGINT; after kill -9 at most the last second, and a torn last line, which readers skip with
-DuckDB's ``read_json(..., ignore_errors=true)``, which yields it as an all-NULL row: filter
-``request_id IS NOT NULL``). Each worker process writes its own segments.
+Every request is logged by ``workbench.requestlog.LogWriter`` (a background thread appending JSONL
+segments to the server's own folder: a response never waits for a disk write, and a server never holds
+the notebook's DuckDB lock); ``workbench.requestlog.read_requests`` reads it back. Each worker process
+writes its own segments.
 """
 
 from __future__ import annotations
@@ -26,10 +21,8 @@ import hashlib
 import hmac
 import json
 import os
-import queue
 import random
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -45,154 +38,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from workbench.errors import ValidationError
+from workbench.requestlog import LogWriter
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from workbench.bundles import Bundle
 
 CONFIG_ENV = "LLMOPS_SERVE_CONFIG"
 DEFAULT_TOKEN_ENV = "LLMOPS_SERVE_TOKEN"
 DEFAULT_MAX_BODY = 1 << 20
-FLUSH_SECONDS = 1.0
-SEGMENT_BYTES = 64 << 20
 
 
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-# ---------------------------------------------------------------------------------------------
-# the log writer
-
-
-class LogWriter:
-    """Appends rows to JSONL segment files from one background thread; ``write`` never blocks."""
-
-    def __init__(
-        self, folder: str | os.PathLike[str], flush_seconds: float = FLUSH_SECONDS, segment_bytes: int = SEGMENT_BYTES
-    ) -> None:
-        self.folder = Path(folder)
-        self.flush_seconds = flush_seconds
-        self.segment_bytes = segment_bytes
-        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._files: dict[str, Any] = {}
-        self._pending: dict[str, list[str]] = {}
-        self._seq: dict[str, int] = {}
-        self._start = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        self._thread: threading.Thread | None = None
-        self.written = 0
-
-    def start(self) -> LogWriter:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValidationError(f"cannot create the request-log folder {self.folder}: {exc}; pass --log-dir") from exc
-        self._thread = threading.Thread(target=self._loop, name="llmops-log-writer", daemon=True)
-        self._thread.start()
-        return self
-
-    def write(self, kind: str, row: dict[str, Any]) -> None:
-        self._queue.put((kind, row))
-
-    def close(self) -> None:
-        """Write everything queued, then close the files (called on graceful shutdown)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self._drain()
-        for fh in self._files.values():
-            fh.close()
-        self._files.clear()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.flush_seconds):
-            try:
-                self._drain()
-            except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any one bad write
-                sys.stderr.write(f"llmops serve: request log write failed ({exc}); will retry\n")
-
-    def _file(self, kind: str) -> Any:
-        fh = self._files.get(kind)
-        if fh is not None and fh.tell() >= self.segment_bytes:
-            fh.close()
-            fh = None
-        if fh is None:
-            seq = self._seq[kind] = self._seq.get(kind, -1) + 1
-            name = f"{kind}-{self._start}-{os.getpid()}-{seq:04d}.jsonl"
-            fh = self._files[kind] = (self.folder / name).open("a", encoding="utf-8")
-        return fh
-
-    def _drain(self) -> None:
-        """Serialise what is queued and append it; lines whose write failed stay pending for the next try."""
-        while True:
-            try:
-                kind, row = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self._pending.setdefault(kind, []).append(_json_line(row))
-        for kind in list(self._pending):
-            batch = self._pending[kind]
-            if not batch:
-                continue
-            fh = self._file(kind)
-            fh.write("\n".join(batch) + "\n")  # one write per flush: a torn line can only be the last one
-            fh.flush()
-            self.written += len(batch)
-            self._pending[kind] = []
-
-
-def _orjson() -> Any:
-    try:
-        import orjson
-    except ImportError:
-        return None
-    return orjson
-
-
-_ORJSON = _orjson()  # optional: 8x faster than json here (10 vs 80 us a row); it writes NaN as null too
-
-
-def _json_line(row: dict[str, Any]) -> str:
-    """One JSON line; NaN / infinity (not JSON) become null instead of breaking the line for every reader."""
-    if _ORJSON is not None:
-        try:
-            return str(_ORJSON.dumps(row, default=str).decode("utf-8"))
-        except TypeError:  # e.g. a non-string dict key: the standard library handles it below
-            pass
-    try:
-        return json.dumps(row, ensure_ascii=False, default=str, allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(row), ensure_ascii=False, default=str, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def read_log(folder: str | os.PathLike[str], kind: str = "requests") -> pd.DataFrame:
-    """All rows of a request (or feedback) log, skipping a torn last line; DuckDB reads the JSONL glob."""
-    import duckdb
-
-    pattern = str(Path(folder) / f"{kind}-*.jsonl")
-    con = duckdb.connect()
-    try:
-        con.execute("SET python_enable_replacements = false")
-        return con.execute(
-            # ignore_errors turns a torn line into an all-NULL row: drop it by its missing request_id
-            "SELECT * FROM read_json(?, format = 'newline_delimited', ignore_errors = true, union_by_name = true) "
-            "WHERE request_id IS NOT NULL",
-            [pattern],
-        ).df()
-    finally:
-        con.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -785,6 +642,5 @@ __all__ = [
     "assign_arm",
     "create_app",
     "default_log_dir",
-    "read_log",
     "serve",
 ]
