@@ -1,27 +1,35 @@
-"""`monitor` over a 1M-request log (target: < 5 s), against the floor of parsing the same JSON once.
+"""`llmops monitor LOG` over a 1M-request log, cold (a fresh process, imports included): target < 5 s.
 
 Generates a synthetic log in the server's format (tests/synthetic_log.py: real PubMedQA questions,
 abstract sentences as answers, three retrieved chunks, 2% errors, some PII / secrets / injections):
 100k requests written by Python, replicated with DuckDB into ``--rows`` requests in 10 segment files
-(~790 bytes per request). Then, interleaved, ``--repeats`` times each:
+(~790 bytes per request). Every figure is a fresh process started the way a user starts it
+(``python -m workbench.cli monitor LOG ...``, what the ``llmops`` script runs), timed from the outside:
+wall time, and CPU time (user + system, all threads) from ``getrusage`` of the child, which moves far less
+with the load of a shared machine. Configurations, interleaved in rotated order within each round:
 
-- floor: ``SELECT count(*), avg(latency_ms)`` over the JSON with DuckDB (one parse, nothing else);
-- monitor cold: ``monitoring.monitor(log, cache=False)`` (parses every segment);
-- monitor warm: ``monitoring.monitor(log)`` with the segment cache filled (the normal case when
-  monitoring runs every few minutes over a growing log: only new segments are parsed).
+- floor: a process that imports DuckDB and parses the same JSON once (``count(*)``, ``avg(latency_ms)``);
+- ``--no-cache``: every segment parsed (the first look at a log, or a read-only log folder);
+- first run: the segment cache emptied before the run, so the run parses and writes it (the default);
+- cache warm: finished segments read from the Parquet cache (monitoring a growing log every few minutes);
+- ``--dataset eval``: ``--no-cache`` plus the drift test against 100 eval questions in a workspace.
 
-Every monitor call includes the drift test against 100 eval questions, the retrieval-score test and
-safety flags on a 20k sample. Prints medians and the ratio to the floor.
+``--baseline-ref REF`` runs the same configurations with the package as it was at git commit REF
+(``git archive`` into a temporary folder), interleaved with the current tree, so before/after come from
+the same rounds. Prints per configuration the median of the rounds, every round, the spread
+((max - min) / median) and whether every round printed the same report.
 
-    python benchmarks/bench_monitor.py [--rows 1000000] [--repeats 3]
+    python benchmarks/bench_monitor.py [--rows 1000000] [--repeats 3] [--baseline-ref GIT_REF]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,16 +84,46 @@ def generate(folder: Path, rows: int) -> None:
     shutil.rmtree(seed_dir)
 
 
+FLOOR = """
+import sys, duckdb
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
+con.execute("SELECT count(*), avg(latency_ms) FROM read_json(?, format='newline_delimited', ignore_errors=true, "
+            "columns={'ts': 'TIMESTAMPTZ', 'latency_ms': 'DOUBLE'})", [sys.argv[1] + "/requests-*.jsonl"]).fetchall()
+"""
+
+
+def run(cmd: list[str], pythonpath: str, cwd: Path) -> tuple[float, float, str]:
+    """Wall and CPU seconds of one fresh process, and what it printed."""
+    env = {**os.environ, "PYTHONPATH": pythonpath, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    w0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - w0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode not in (0, 1):  # 1 = alerts, a normal outcome
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stdout
+
+
+def baseline_tree(ref: str, target: Path) -> Path:
+    """The package as it was at ``ref`` (git archive), for a before/after in the same rounds."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "workbench"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline-ref", help="git commit to compare with (e.g. the one before a change)")
+    parser.add_argument("--skip-dataset", action="store_true", help="skip the --dataset (drift) configuration")
     args = parser.parse_args()
 
-    import duckdb
     from synthetic_log import eval_rows
-
-    from workbench import monitoring
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
     try:
@@ -94,55 +132,87 @@ def main() -> None:
         log = tmp / "log"
         size = sum(f.stat().st_size for f in log.glob("requests-*.jsonl"))
         print(f"generated {args.rows:,} requests ({size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
-        reference = [r["question"] for r in eval_rows()]
-        monitoring.monitor(log, reference=reference, cache=False)  # warm imports (scipy, wordllama) once
+        ws = tmp / "ws"
+        if not args.skip_dataset:
+            import workbench as wb
 
-        def floor() -> None:
-            con = duckdb.connect()
-            con.execute("SET enable_progress_bar = false")
-            con.execute(
-                f"SELECT count(*), avg(latency_ms) FROM read_json('{log}/requests-*.jsonl', "
-                "format='newline_delimited', ignore_errors=true, columns={'ts': 'TIMESTAMPTZ', 'latency_ms': 'DOUBLE'})"
-            ).fetchall()
+            wb.open(ws).add_dataset("eval", [{"question": r["question"], "pmid": r["pmid"]} for r in eval_rows()])
+        trees = {"": str(ROOT)}
+        if args.baseline_ref:
+            trees["base "] = str(baseline_tree(args.baseline_ref, tmp / "baseline"))
+        cli = [sys.executable, "-m", "workbench.cli", "monitor", str(log), "--workspace", str(ws)]
+        cache = log / ".monitor-cache"
 
-        def cold() -> None:
-            monitoring.monitor(log, reference=reference, cache=False)
+        def clear_cache() -> None:
+            shutil.rmtree(cache, ignore_errors=True)
 
-        def warm() -> None:
-            report = monitoring.monitor(log, reference=reference)
-            assert report.summary["requests"] == args.rows
-
-        monitoring.monitor(log, reference=reference)  # fill the segment cache
-        wall: dict[str, list[float]] = {"floor": [], "cold": [], "warm": []}
-        cpu: dict[str, list[float]] = {"floor": [], "cold": [], "warm": []}
-        for _ in range(args.repeats):
-            for name, fn in (("floor", floor), ("cold", cold), ("warm", warm)):
-                w0, c0 = time.perf_counter(), time.process_time()
-                fn()
-                wall[name].append(time.perf_counter() - w0)
-                cpu[name].append(time.process_time() - c0)
-        med = {k: statistics.median(v) for k, v in wall.items()}
-        mcpu = {k: statistics.median(v) for k, v in cpu.items()}
-        print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (process CPU time is less load-bound)")
-        labels = {
-            "floor": "JSON parse floor (DuckDB count over the log)",
-            "cold": "monitor, cold (every segment parsed)",
-            "warm": "monitor, warm (segment cache)",
+        configs: dict[str, tuple[list[str], str, object]] = {
+            "floor (DuckDB parse, fresh process)": ([sys.executable, "-c", FLOOR, str(log)], str(ROOT), None)
         }
-        for name, label in labels.items():
-            ratio = "" if name == "floor" else f" = {med[name] / med['floor']:.2f}x floor"
-            target = "  target < 5 s" if name != "floor" else ""
+        for tag, tree in trees.items():
+            configs[f"{tag}--no-cache"] = ([*cli, "--no-cache"], tree, None)
+            configs[f"{tag}first run (fills the cache)"] = (cli, tree, clear_cache)
+            configs[f"{tag}cache warm"] = (cli, tree, None)
+            if not args.skip_dataset:
+                configs[f"{tag}--no-cache --dataset eval"] = ([*cli, "--no-cache", "--dataset", "eval"], tree, None)
+        for cmd, tree, _ in configs.values():  # warm the page cache and the .pyc files, fill the segment cache
+            run(cmd, tree, tmp)
+        wall: dict[str, list[float]] = {k: [] for k in configs}
+        cpu: dict[str, list[float]] = {k: [] for k in configs}
+        outputs: dict[str, set[str]] = {k: set() for k in configs}
+        loads = [os.getloadavg()[0]]
+        names = list(configs)
+        for r in range(args.repeats):
+            order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
+            for name in order:
+                cmd, tree, before = configs[name]
+                if callable(before):
+                    before()
+                elif "warm" in name and not cache.exists():
+                    run(cli, tree, tmp)  # a warm run needs the cache a "first run" just removed... and refilled
+                w, c, out = run(cmd, tree, tmp)
+                wall[name].append(w)
+                cpu[name].append(c)
+                outputs[name].add(out)
+            loads.append(os.getloadavg()[0])
+        print(
+            f"load average (1 min) during the rounds: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} cores; "
+            "wall times move with it, CPU times much less"
+        )
+        width = max(map(len, names))
+        for name in names:
+            mw, mc = statistics.median(wall[name]), statistics.median(cpu[name])
+            same = "" if name.startswith("floor") else ("  same report every round" if len(outputs[name]) == 1
+                                                         else f"  {len(outputs[name])} DIFFERENT reports")  # fmt: skip
+            target = "" if name.startswith(("floor", "base")) else ("  < 5 s" if mw < 5 else "  over the 5 s target")
             print(
-                f"{label:<46} wall {med[name]:6.2f} s{ratio}  cpu {mcpu[name]:6.2f} s  "
-                f"(runs: {_fmt(wall[name])}){target}"
+                f"{name:<{width}}  wall {mw:5.2f} s (runs {_fmt(wall[name])}; spread {_spread(wall[name])})  "
+                f"cpu {mc:5.2f} s (runs {_fmt(cpu[name])}; spread {_spread(cpu[name])}){target}{same}"
             )
-        print(monitoring.monitor(log, reference=reference))
+        if args.baseline_ref:
+            print(f"current tree vs {args.baseline_ref} (ratio of medians, < 1 = faster now):")
+            for name in names:
+                if name.startswith(("floor", "base")):
+                    continue
+                base = "base " + name
+                print(
+                    f"  {name:<{width}}  wall {statistics.median(wall[name]) / statistics.median(wall[base]):.2f}x  "
+                    f"cpu {statistics.median(cpu[name]) / statistics.median(cpu[base]):.2f}x"
+                )
+        floor = statistics.median(wall[names[0]])
+        print(f"(floor = {floor:.2f} s wall: the JSON parse alone, in a fresh process)")
+        print("report of the last --no-cache run:")
+        print(sorted(outputs["--no-cache"])[0])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fmt(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{100 * (max(values) - min(values)) / statistics.median(values):.0f}%"
 
 
 if __name__ == "__main__":

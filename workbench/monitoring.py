@@ -436,6 +436,30 @@ def _auto_window(span_seconds: float) -> str:
     return _AUTO_WINDOWS[-1]
 
 
+def _import_quietly(names: Sequence[str]) -> None:
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # the caller's own import raises it where it is needed
+            return
+
+
+def _warm_imports() -> None:
+    """Import what the analysis after the scan needs while DuckDB parses the log (it releases the GIL).
+
+    On a cold ``llmops monitor`` this hides scipy.special and the safety detectors' regexes (about half a
+    second) behind the parse; nothing else depends on it.
+    """
+    import sys
+    import threading
+
+    names = [n for n in ("scipy.special", "workbench.metrics.safety") if n not in sys.modules]
+    if names:
+        threading.Thread(target=_import_quietly, args=(names,), name="llmops-monitor-imports", daemon=True).start()
+
+
 def _thresholds(given: Mapping[str, float | None] | Sequence[str] | None) -> dict[str, float | None]:
     """Defaults overridden by ``{"error_rate": 0.02}`` or ``["error_rate<=0.02", ...]`` (upper bounds)."""
     out = dict(DEFAULT_THRESHOLDS)
@@ -492,6 +516,7 @@ def monitor(
 
     start = time.perf_counter()
     limits = _thresholds(thresholds)
+    _warm_imports()
     con = connect()
     try:
         attach(con, log, where, materialize=True, cache=cache)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from workbench.bundles import Bundle
 
 CONFIG_ENV = "LLMOPS_SERVE_CONFIG"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_TOKEN_ENV = "LLMOPS_SERVE_TOKEN"
 DEFAULT_MAX_BODY = 1 << 20
 
@@ -403,9 +404,9 @@ def create_app(config: ServeConfig, bundles: Sequence[Bundle] | None = None) -> 
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def metrics() -> Any:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return _BodyLimit(app, config.max_body_bytes)  # type: ignore[return-value]
 
@@ -464,11 +465,17 @@ def _log_request(
 
 
 class _Metrics:
-    """Prometheus metrics in a registry of their own (several apps in one process must not collide)."""
+    """Prometheus metrics in a registry of their own (several apps in one process must not collide).
+
+    With several workers (``PROMETHEUS_MULTIPROC_DIR`` set, as ``serve`` does for ``--workers N``) every
+    process writes its values to files in that folder and a scrape, whichever worker answers it, adds up
+    all of them (prometheus_client's multiprocess mode): the totals are the server's, not one worker's.
+    """
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.registry = CollectorRegistry()
         labels = ["endpoint", "arm", "status"]
         self.requests = Counter("llmops_requests", "answered requests", labels, registry=self.registry)
@@ -483,6 +490,18 @@ class _Metrics:
         self.tokens = Counter("llmops_tokens", "model tokens", ["arm", "kind"], registry=self.registry)
         self.cost = Counter("llmops_cost_usd", "model cost in USD (where priced)", ["arm"], registry=self.registry)
         self.feedback = Counter("llmops_feedback", "feedback rows received", registry=self.registry)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format: this process's registry, or every worker's values in multiprocess mode."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if not self.multiprocess:
+            return bytes(generate_latest(self.registry))
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return bytes(generate_latest(registry))
 
     def observe(self, endpoint: str, arm: str | None, status: int, a: Any) -> None:
         arm_label = arm or "-"
@@ -595,8 +614,35 @@ def app_from_env() -> Any:
     return create_app(ServeConfig.from_json(text))
 
 
+def _multiprocess_metrics_dir(workers: int) -> str | None:
+    """With several workers, point ``PROMETHEUS_MULTIPROC_DIR`` (inherited by them) at a fresh folder.
+
+    Returns the folder when serve made it (and removes it at shutdown). A folder the user set is used as
+    it is, with any number of workers (it must exist; clearing it between runs is theirs to do).
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        if not Path(given).is_dir():
+            raise ValidationError(
+                f"{MULTIPROC_ENV}={given} is not a folder: create it (empty) or unset it, and serve will use a "
+                "temporary one"
+            )
+        return None
+    if workers == 1:
+        return None
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="llmops-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    return folder
+
+
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Verify the bundles, bind the socket (port 0 = any free port, printed), run uvicorn until stopped."""
+    """Verify the bundles, bind the socket (port 0 = any free port, printed), run uvicorn until stopped.
+
+    ``workers > 1`` runs that many processes on the socket; ``/metrics`` then adds up every worker's values
+    (prometheus_client's multiprocess mode over a temporary ``PROMETHEUS_MULTIPROC_DIR``).
+    """
     import uvicorn
 
     from workbench.bundles import verify
@@ -605,34 +651,42 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
         verify(p)
     if workers < 1:
         raise ValidationError(f"--workers must be >= 1, got {workers}")
-    os.environ[CONFIG_ENV] = config.to_json()
-    ucfg = uvicorn.Config(
-        "workbench.serving:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        server_header=False,
-    )
-    server = uvicorn.Server(ucfg)
-    sock = ucfg.bind_socket()
-    bound = sock.getsockname()
-    sys.stdout.write(f"llmops serve: listening on http://{bound[0]}:{bound[1]}\n")
-    sys.stdout.flush()
-    if workers > 1:
-        import inspect
+    own_dir = _multiprocess_metrics_dir(workers)
+    try:
+        os.environ[CONFIG_ENV] = config.to_json()
+        ucfg = uvicorn.Config(
+            "workbench.serving:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=30,
+            server_header=False,
+        )
+        server = uvicorn.Server(ucfg)
+        sock = ucfg.bind_socket()
+        bound = sock.getsockname()
+        sys.stdout.write(f"llmops serve: listening on http://{bound[0]}:{bound[1]}\n")
+        sys.stdout.flush()
+        if workers > 1:
+            import inspect
 
-        from uvicorn.supervisors import Multiprocess
+            from uvicorn.supervisors import Multiprocess
 
-        kwargs: dict[str, Any] = {"sockets": [sock]}
-        if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.36 takes the target explicitly
-            kwargs["target"] = server.run
-        Multiprocess(ucfg, **kwargs).run()
-    else:
-        server.run(sockets=[sock])
+            kwargs: dict[str, Any] = {"sockets": [sock]}
+            if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.36 takes the target explicitly
+                kwargs["target"] = server.run
+            Multiprocess(ucfg, **kwargs).run()
+        else:
+            server.run(sockets=[sock])
+    finally:
+        if own_dir is not None:
+            import shutil
+
+            shutil.rmtree(own_dir, ignore_errors=True)
+            os.environ.pop(MULTIPROC_ENV, None)
 
 
 __all__ = [
