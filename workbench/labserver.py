@@ -8,13 +8,14 @@ Routes (all GET, all ``@tornado.web.authenticated``, under ``<base_url>/llmops/a
     prompts?ws=   prompts/diff?ws=&name=&a=&b=
     retrievers?ws=                           corpora and the retrievers runs used
     overview?ws=                             datasets, prompts, retrievers and a page of runs in one request
-    runs?ws=      runs/<id>/leaderboard?ws=  runs/<id>/grid?ws=&page=&page_size=&sort=&filters=&baseline=
+    runs?ws=      runs/<id>/leaderboard?ws=  runs/<id>/grid?ws=&state=
 
 ``ws`` is a workspace folder relative to the server root; a path that resolves outside it is refused (403).
 Every read opens DuckDB read-only for the length of one request and closes it, so a kernel writing the
 same workspace is never locked out for longer than that (the store retries on lock; so does the kernel).
 Lists are paged with ``offset``/``limit``; errors are JSON ``{"message", "type", "status"}``.
-The handlers are thin: everything they return comes from the Workspace API, ``gridquery`` and ``prompts``.
+The handlers are thin: everything they return comes from the Workspace API, ``gridview`` (the
+notebook grid's query) and ``prompts``.
 """
 
 from __future__ import annotations
@@ -374,27 +375,40 @@ class LeaderboardHandler(_Base):
         await self.answer(board)
 
 
+def grid_page(store: Any, run_id: str, raw_state: str) -> dict[str, Any]:
+    """One page of a run's grid, exactly as the notebook's EvalGrid gets it from ``GridQuery.page``.
+
+    ``raw_state`` is the widget's view state as JSON (any subset of ``ViewState``; the rest are the
+    widget's defaults for this run). The answer adds what the controls choose from and the state used.
+    """
+    from workbench.gridview import GridQuery, ViewState
+
+    try:
+        given = json.loads(raw_state or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"query parameter `state` is not JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise ValidationError("query parameter `state` must be a JSON object (the grid's view state)")
+    query = GridQuery(store, [run_id])
+    state = ViewState.from_dict({**query.default_state().as_dict(), **given})
+    page = query.page(state)
+    return {
+        **page,
+        "state": {**state.as_dict(), "page": page["page"]},
+        "columns": [{"key": c.key, "run_id": c.run_id, "variant": c.variant} for c in query.columns],
+        "metric_names": list(query.metrics),
+        "dataset_columns": list(query.dataset_columns),
+        "id_column": query.id_column,
+    }
+
+
 class GridHandler(_Base):
+    """``runs/<id>/grid?ws=&state=<JSON view state>``: the notebook grid's page (same filters, sort, baseline)."""
+
     @tornado.web.authenticated
     async def get(self, run_id: str) -> None:
-        page, page_size = self.int_arg("page", 0), self.int_arg("page_size", 50, 1, 500)
-        raw_filters = self.get_argument("filters", "") or "{}"
-        sort = self.get_argument("sort", "") or None
-        baseline = self.get_argument("baseline", "") or None
-
-        def grid() -> dict[str, Any]:
-            from workbench import gridquery
-
-            try:
-                filters = json.loads(raw_filters)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"query parameter `filters` is not JSON: {exc}") from None
-            if not isinstance(filters, dict):
-                raise ValidationError("query parameter `filters` must be a JSON object")
-            store = self.workspace().store
-            return gridquery.grid_page(store, run_id, filters, sort, baseline, page, page_size)
-
-        await self.answer(grid)
+        raw_state = self.get_argument("state", "")
+        await self.answer(lambda: grid_page(self.workspace().store, run_id, raw_state))
 
 
 ROUTES: list[tuple[str, type[_Base]]] = [
