@@ -162,22 +162,30 @@ async def test_grid_filters_sort_baseline_and_pages(jp_fetch: Any, root: Path) -
         return float(row["cells"][key]["repeats"][0]["scores"]["token_f1"])
 
     by_f1 = await get(
-        jp_fetch, url, ws=".llmops", **_state(page_size=30, sort_by="metric", sort_metric="token_f1",
-                                              sort_column=ctx, sort_desc=True)
+        jp_fetch,
+        url,
+        ws=".llmops",
+        **_state(page_size=30, sort_by="metric", sort_metric="token_f1", sort_column=ctx, sort_desc=True),
     )
     values = [f1(r, ctx) for r in by_f1["rows"]]
     assert values == sorted(values, reverse=True) and len(set(values)) > 3
 
     delta = await get(
-        jp_fetch, url, ws=".llmops", **_state(page_size=30, sort_by="delta", sort_metric="token_f1",
-                                              sort_column=ctx, baseline=qonly, sort_desc=True)
+        jp_fetch,
+        url,
+        ws=".llmops",
+        **_state(
+            page_size=30, sort_by="delta", sort_metric="token_f1", sort_column=ctx, baseline=qonly, sort_desc=True
+        ),
     )
     d = [f1(r, ctx) - f1(r, qonly) for r in delta["rows"]]
     assert d == sorted(d, reverse=True)
 
     low = await get(
-        jp_fetch, url, ws=".llmops", **_state(page_size=30, show="failures", failure_metric="token_f1",
-                                              failure_op=">", failure_threshold=0.3)
+        jp_fetch,
+        url,
+        ws=".llmops",
+        **_state(page_size=30, show="failures", failure_metric="token_f1", failure_op=">", failure_threshold=0.3),
     )
     assert 0 < low["total"] < 30  # a case fails when any variant's score is beyond the threshold
     assert all(max(f1(r, ctx), f1(r, qonly)) > 0.3 for r in low["rows"])
@@ -209,7 +217,7 @@ async def test_sidebar_grid_and_notebook_grid_give_the_same_pages(jp_fetch: Any,
     states: list[dict[str, Any]] = [
         {},
         {"page": 1, "page_size": 8},
-        {"show": "failures", "failure_metric": "token_f1", "failure_op": ">", "failure_threshold": 0.3, "page_size": 50},
+        {"show": "failures", "failure_metric": "token_f1", "failure_op": ">", "failure_threshold": 0.3},
         {"show": "passes", "failure_metric": "contains", "failure_threshold": 0.5, "sort_desc": True},
         {"show": "disagree", "sort_by": "disagreement", "page_size": 10},
         {"sort_by": "delta", "sort_metric": "token_f1", "baseline": qonly, "sort_desc": True, "diff": "baseline"},
