@@ -174,7 +174,8 @@ def test_sidebar_follows_a_running_kernel_then_grid_and_diff(
         ]
         assert len(f1) == 2 and max(f1) > 0.3, f1
     texts = grid.locator(".jp-llmops-score").all_inner_texts()
-    assert all(re.fullmatch(r"(token_f1|contains) \d\.\d\d( [+−]\d\.\d\d| ±0)?", t) for t in texts), texts[:6]  # rounded, no reprs
+    score = re.compile(r"(token_f1|contains) \d\.\d\d( [+−]\d\.\d\d| ±0)?")  # rounded, no reprs
+    assert all(score.fullmatch(t) for t in texts), texts[:6]
     answered(lambda: grid.locator(".jp-llmops-baseline-select").select_option("question-only"))
     deltas = grid.locator("td[data-column='with-context'] .jp-llmops-score[data-metric='token_f1'] .jp-llmops-delta")
     assert deltas.count() == min(n, 25) and all(d.strip().startswith("+") for d in deltas.all_inner_texts())
