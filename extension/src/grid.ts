@@ -294,7 +294,25 @@ export class GridPanel extends Widget {
           : null
       );
     }
-    row1.push(search, h('label', {}, check(s.search_regex, 'search_regex', 'jp-llmops-regex'), ' regex'));
+    row1.push(
+      search,
+      h('label', {}, check(s.search_regex, 'search_regex', 'jp-llmops-regex'), ' regex'),
+      h(
+        'label',
+        {},
+        'feedback ',
+        select(
+          [
+            ['any', 'any'],
+            ['has', 'rated'],
+            ['none', 'not rated']
+          ],
+          s.feedback,
+          v => this.update_({ feedback: v }),
+          { class: 'jp-llmops-select jp-llmops-feedback' }
+        )
+      )
+    );
 
     const row2: (HTMLElement | null)[] = [
       h(
@@ -383,23 +401,42 @@ function clip(s: string, n: number): string {
   return s.length > n ? s.slice(0, n - 1) + '…' : s;
 }
 
+/**
+ * A text clipped to `limit` characters with a "more" link that shows all the page carries (the server sends
+ * up to 3,000 characters of a field and says how many it left out).
+ */
+function expandable(text: string, limit: number, cut: number): (HTMLElement | string)[] {
+  const rest = cut ? h('span', { class: 'jp-llmops-cut' }, ` … (${cut} more chars not sent)`) : null;
+  if (text.length <= limit) {
+    return rest ? [text, rest] : [text];
+  }
+  const body = h('span', {}, clip(text, limit));
+  const more = h('button', { class: 'jp-llmops-link jp-llmops-more-text' }, 'more');
+  more.addEventListener('click', e => {
+    e.stopPropagation();
+    const open = more.textContent === 'less';
+    body.textContent = open ? clip(text, limit) : text;
+    more.textContent = open ? 'more' : 'less';
+    if (rest) {
+      rest.hidden = open;
+    }
+  });
+  if (rest) {
+    rest.hidden = true;
+  }
+  return rest ? [body, ' ', more, rest] : [body, ' ', more];
+}
+
 function textView(t: IText | null | undefined, cls: string): HTMLElement {
-  const text = t?.text ?? '';
-  return h(
-    'div',
-    { class: cls, title: text.length > 600 ? text.slice(0, 2000) : null },
-    clip(text, 600),
-    t?.cut ? h('span', { class: 'jp-llmops-cut' }, ` … (${t.cut} more chars)`) : null
-  );
+  return h('div', { class: cls }, expandable(t?.text ?? '', 600, t?.cut ?? 0));
 }
 
 function inputView(name: string, t: IText | undefined): HTMLElement {
-  const text = t?.text ?? '';
   return h(
     'div',
-    { class: 'jp-llmops-input', title: `${name}: ${text.slice(0, 2000)}` },
+    { class: 'jp-llmops-input' },
     h('span', { class: 'jp-llmops-input-name' }, `${name}: `),
-    clip(text, 240)
+    expandable(t?.text ?? '', 240, t?.cut ?? 0)
   );
 }
 

@@ -194,6 +194,15 @@ def test_sidebar_follows_a_running_kernel_then_grid_and_diff(
     assert grid.locator(".jp-llmops-case-id").all_inner_texts() == want[:25]
     assert label.inner_text() == f"Page 1 of 1 · {len(want)} cases"
     page.screenshot("grid-search")
+    context = grid.locator("tbody tr").first.locator(".jp-llmops-input", has_text="context:")
+    short = context.inner_text()
+    assert short.endswith("more") and "…" in short  # clipped on the page, with a way to read it all
+    context.locator(".jp-llmops-more-text").click()
+    assert len(context.inner_text()) > len(short) + 100 and context.inner_text().endswith("less")
+    answered(lambda: grid.locator(".jp-llmops-diff-select").select_option("expected"))
+    marks = grid.locator("td[data-column='with-context'] mark.jp-llmops-diff-mark")
+    assert marks.count() > 0  # words of the output not in the expected answer are highlighted
+    page.screenshot("grid-diff")
 
     # --- a prompt diff -------------------------------------------------------------------------------
     sidebar.locator("details[data-section='prompts'] > summary").click()
