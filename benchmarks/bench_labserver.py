@@ -215,7 +215,7 @@ def part2(api: Api, path: Path, run_id: str, cases: int, variants: int, trials: 
     def grid(**state: Any) -> str:
         """The sidebar grid's request: the notebook grid's view state as JSON."""
         q = urllib.parse.quote(json.dumps({"page_size": 25, **state}))
-        return f"runs/{run_id}/grid?ws=big/.llmops&state={q}"
+        return f"runs/{run_id}/grid?ws=big/.llmops&view={q}"
 
     base = grid()
     page = api.get(base)
@@ -278,7 +278,7 @@ def part3(api: Api, root: Path, cases: int, latency: float, trials: int) -> None
                     live = [r for r in runs if r["name"] == "live"]
                     if live:
                         state = urllib.parse.quote(json.dumps({"page_size": 25}))
-                        api.get(f"runs/{live[0]['run_id']}/grid?ws={ws}&state={state}")
+                        api.get(f"runs/{live[0]['run_id']}/grid?ws={ws}&view={state}")
                     last = stamp
                     counts["reloads"] += 1
             except urllib.error.HTTPError as exc:

@@ -131,7 +131,7 @@ async def test_lists_are_paged(jp_fetch: Any, root: Path) -> None:
 
 
 def _state(**kw: Any) -> dict[str, str]:
-    return {"state": json.dumps(kw)}
+    return {"view": json.dumps(kw)}
 
 
 async def test_grid_filters_sort_baseline_and_pages(jp_fetch: Any, root: Path) -> None:
@@ -200,8 +200,8 @@ async def test_grid_filters_sort_baseline_and_pages(jp_fetch: Any, root: Path) -
     assert code == 400 and "colour" in body["message"]
     code, body = await error(jp_fetch, url, ws=".llmops", **_state(search="(", search_regex=True))
     assert code == 400 and "regular expression" in body["message"]
-    code, body = await error(jp_fetch, url, ws=".llmops", state="{bad json")
-    assert code == 400 and "state" in body["message"]
+    code, body = await error(jp_fetch, url, ws=".llmops", view="{bad json")
+    assert code == 400 and "view" in body["message"]
     code, body = await error(jp_fetch, "runs/does-not-exist/grid", ws=".llmops")
     assert code == 404 and body["type"] == "NotFoundError"
 

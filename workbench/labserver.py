@@ -8,7 +8,7 @@ Routes (all GET, all ``@tornado.web.authenticated``, under ``<base_url>/llmops/a
     prompts?ws=   prompts/diff?ws=&name=&a=&b=
     retrievers?ws=                           corpora and the retrievers runs used
     overview?ws=                             datasets, prompts, retrievers and a page of runs in one request
-    runs?ws=      runs/<id>/leaderboard?ws=  runs/<id>/grid?ws=&state=
+    runs?ws=      runs/<id>/leaderboard?ws=  runs/<id>/grid?ws=&view=
 
 ``ws`` is a workspace folder relative to the server root; a path that resolves outside it is refused (403).
 Every read opens DuckDB read-only for the length of one request and closes it, so a kernel writing the
@@ -386,9 +386,9 @@ def grid_page(store: Any, run_id: str, raw_state: str) -> dict[str, Any]:
     try:
         given = json.loads(raw_state or "{}")
     except json.JSONDecodeError as exc:
-        raise ValidationError(f"query parameter `state` is not JSON: {exc}") from None
+        raise ValidationError(f"query parameter `view` is not JSON: {exc}") from None
     if not isinstance(given, dict):
-        raise ValidationError("query parameter `state` must be a JSON object (the grid's view state)")
+        raise ValidationError("query parameter `view` must be a JSON object (the grid's view state)")
     query = GridQuery(store, [run_id])
     state = ViewState.from_dict({**query.default_state().as_dict(), **given})
     page = query.page(state)
@@ -403,11 +403,11 @@ def grid_page(store: Any, run_id: str, raw_state: str) -> dict[str, Any]:
 
 
 class GridHandler(_Base):
-    """``runs/<id>/grid?ws=&state=<JSON view state>``: the notebook grid's page (same filters, sort, baseline)."""
+    """``runs/<id>/grid?ws=&view=<JSON view state>``: the notebook grid's page (same filters, sort, baseline)."""
 
     @tornado.web.authenticated
     async def get(self, run_id: str) -> None:
-        raw_state = self.get_argument("state", "")
+        raw_state = self.get_argument("view", "")  # not "state": Jupyter scrubs that from its logs
         await self.answer(lambda: grid_page(self.workspace().store, run_id, raw_state))
 
 

@@ -98,7 +98,7 @@ export function nextState(
 export function gridQuery(ws: string, s: Partial<IViewState>): string {
   const q = new URLSearchParams();
   q.set('ws', ws);
-  q.set('state', JSON.stringify(s));
+  q.set('view', JSON.stringify(s));
   return q.toString();
 }
 

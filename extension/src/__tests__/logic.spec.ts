@@ -43,7 +43,7 @@ describe('gridQuery', () => {
       })
     );
     expect(q.get('ws')).toBe('p/.llmops');
-    expect(JSON.parse(q.get('state') as string)).toEqual({
+    expect(JSON.parse(q.get('view') as string)).toEqual({
       show: 'failures',
       failure_metric: 'token_f1',
       failure_threshold: 0.5,
@@ -54,7 +54,7 @@ describe('gridQuery', () => {
       baseline: 'a/b',
       page: 2
     });
-    expect(q.toString().split('&').map(kv => kv.split('=')[0])).toEqual(['ws', 'state']);
+    expect(q.toString().split('&').map(kv => kv.split('=')[0])).toEqual(['ws', 'view']);
   });
 });
 
