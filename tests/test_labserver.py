@@ -360,3 +360,16 @@ def test_read_only_store_pages_runs_and_writes_nothing(seeded: Path, tmp_path: P
     with pytest.raises(Exception, match="read-only"):
         with ro.store.connect() as con:
             con.execute("DELETE FROM runs")
+
+
+def test_catalog_records_match_the_workspace_listings(seeded: Path) -> None:
+    """The sidebar's pandas-free catalog gives the JSON the Workspace's DataFrame listings would give."""
+    from workbench.labserver import _clean, records
+    from workbench.workspace import Workspace
+
+    ws = Workspace(seeded, read_only=True)
+    cat = ws.store.catalog()
+    assert _clean(cat["datasets"]) == records(ws.datasets()) and len(cat["datasets"]) == 1
+    assert _clean(cat["prompts"]) == records(ws.prompts()) and len(cat["prompts"]) >= 3
+    assert _clean(cat["corpora"]) == records(ws.corpora())
+    assert cat["retrievers"] == []
