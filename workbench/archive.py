@@ -136,6 +136,8 @@ def export_run(store: Store, run_id: str, path: str | os.PathLike[str]) -> Path:
             "dataset": {"name": run["dataset_name"], "hash": run["dataset_hash"]},
             "rows": counts,
             "models": models,
+            # per variant, what the provider said served it (reply `model` ids, `system_fingerprint`s)
+            "served_by": store.served_by(run_id),
             "schema_version": store.schema_version(),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "environment": environment(),
