@@ -168,14 +168,25 @@ def test_every_cli_command_has_help():
 
 @pytest.fixture
 def slow_llm():
-    """A second fake server that answers 80 ms later: latency decides between otherwise identical variants."""
+    """A second fake server that answers 250 ms later: latency decides between otherwise identical variants."""
     from openai_server import ServerProcess
 
-    with ServerProcess(latency=0.08) as server:
+    with ServerProcess(latency=0.25) as server:
         yield server
 
 
 def _tied_run(tmp_path, fast, slow, model: str, client: str = "auto"):
+    import asyncio
+
+    from workbench.llm import Gateway, ModelConfig
+
+    async def warm() -> None:  # the first call of a process pays litellm's import: not the model's latency
+        gw = Gateway(2)
+        for server in (fast, slow):
+            await gw.complete(ModelConfig("w", model, api_base=server.base_url, client=client), [
+                {"role": "user", "content": "warm up"}])
+
+    asyncio.run(warm())
     models = [{"name": "fast", "model": model, "api_base": fast.base_url, "client": client},
               {"name": "slow", "model": model, "api_base": slow.base_url, "client": client}]
     return _run(tmp_path, fast, [PLAIN], n=6, models=models)[1]
