@@ -7,6 +7,7 @@ our own output.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -504,3 +505,30 @@ def test_embedding_cosine_uses_the_workspace_embedder():
     assert value > unrelated
     same = bound.definition.fn(**bound.call_kwargs(CellView(case={"ref": out}, output=out)))
     assert same == pytest.approx(1.0, abs=1e-5)
+
+
+def test_porter_stem_loads_alone_and_matches_nltk_on_real_words() -> None:
+    """The isolated stemmer is nltk's own: same stems as the full import, and it leaves no stand-in behind."""
+    root = Path(__file__).resolve().parents[1]
+    code = """
+import re, sys
+from workbench.metrics.similarity import porter_stem
+stem = porter_stem()
+assert not any(m == "nltk" or m.startswith("nltk.") for m in sys.modules), "stand-in left in sys.modules"
+assert "scipy.stats" not in sys.modules
+import nltk
+from nltk.stem.porter import PorterStemmer
+assert hasattr(nltk, "word_tokenize"), "a later import nltk must be the full package"
+ref = PorterStemmer().stem
+words = set()
+for line in open(sys.argv[1], encoding="utf-8"):
+    words |= set(re.findall("[a-z0-9]+", line.lower()))
+bad = [w for w in sorted(words) if stem(w) != ref(w)]
+print(len(words), len(bad), bad[:5])
+"""
+    data = root / "workbench" / "data" / "pubmedqa_demo.jsonl"
+    out = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    n, bad = out.stdout.split()[:2]
+    assert int(n) > 1000 and bad == "0", out.stdout

@@ -48,6 +48,11 @@ def _workspace(args: argparse.Namespace) -> Any:
 
 
 def _report_run(run: Any, args: argparse.Namespace) -> int:
+    with run.store.session():  # a handful of short reads: one database open instead of one each (~25-75 ms)
+        return _report_run_now(run, args)
+
+
+def _report_run_now(run: Any, args: argparse.Namespace) -> int:
     summary = run.summary()
     max_rate = getattr(args, "max_failure_rate", None)
     failed = run.failed_variants(max_rate)

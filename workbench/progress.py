@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import html
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -119,11 +120,10 @@ class Clock:
 
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (JupyterLab, Notebook 7, VS Code), where HTML output can be updated."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    ipython = sys.modules.get("IPython")  # a kernel has imported it already; a CLI must not pay ~0.7 s to ask
+    if ipython is None:
         return False
-    shell = get_ipython()
+    shell = ipython.get_ipython()
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
@@ -210,7 +210,7 @@ class TqdmReporter:
     """The console form: tqdm's bar with the counters as postfix."""
 
     def __init__(self, snap: Snapshot) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.std import tqdm  # the console bar (tqdm.auto would import IPython to choose)
 
         self.bar = tqdm(
             total=snap.total,

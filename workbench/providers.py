@@ -16,6 +16,7 @@ client served it, and an unknown model costs ``None``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -334,9 +335,7 @@ class OpenAIClients:
         if client is None:
             import openai
 
-            http = openai.DefaultAioHttpClient(
-                limits=_limits(self.pool_size),
-            )
+            http = openai.DefaultAioHttpClient(limits=_limits(self.pool_size), verify=_ssl_context())
             client = self._clients[(base_url, api_key)] = openai.AsyncOpenAI(
                 base_url=base_url, api_key=api_key, max_retries=0, http_client=http
             )
@@ -367,6 +366,13 @@ def _httpx() -> Any:
     import openai._base_client as base
 
     return getattr(base, "httpx2", None) or getattr(base, "httpx")  # noqa: B009 - the name differs by version
+
+
+@functools.cache
+def _ssl_context() -> Any:
+    """One verifying SSL context per process: building one loads the CA bundle (~0.1 s), which every new
+    client (one per endpoint per run) would otherwise pay again. Contexts are safe to share."""
+    return _httpx().create_ssl_context()
 
 
 def _limits(size: int) -> Any:

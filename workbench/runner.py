@@ -335,8 +335,8 @@ class Experiment:
 
     # -- running -----------------------------------------------------------------------------
 
-    def _create_run(self) -> tuple[Run, Plan]:
-        plan = self.plan()
+    def _create_run(self, plan: Plan | None = None) -> tuple[Run, Plan]:
+        plan = self.plan() if plan is None else plan
         from workbench.params import refuse_secrets
 
         record = self.to_record()
@@ -360,9 +360,16 @@ class Experiment:
 
     def run(self, progress: Any = True) -> Run:
         """Create a run and execute every cell. Returns the Run, also when interrupted (then resumable)."""
-        run, plan = self._create_run()
-        run._claim()
-        run._execute(plan.cells, progress=progress)
+        plan = self.plan()  # before the database is opened: retrieval may take a while
+        with self.store.session():  # create, claim and read the cache in one open (each open costs ~25-50 ms)
+            run, _ = self._create_run(plan)
+            run._claim()
+            try:
+                cache = self.store.start_execution(run.run_id, list({c.key for c in plan.cells}))
+            except BaseException:
+                liveness.ACTIVE.discard(run.run_id)
+                raise
+        run._execute(plan.cells, progress=progress, started=cache)
         return run
 
     async def arun(self, progress: Any = True) -> Run:
@@ -473,10 +480,17 @@ class Run:
                 out.append(v | {"rate": rate})
         return out
 
-    def _execute(self, cells: list[PlannedCell], progress: Any, replace: bool = False) -> None:
-        """Execute cells of a run this process has claimed; the claim ends with the execution."""
+    def _execute(
+        self, cells: list[PlannedCell], progress: Any, replace: bool = False,
+        started: dict[str, tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Execute cells of a run this process has claimed; the claim ends with the execution.
+
+        ``started``: the cached responses already read by ``store.start_execution`` (the run is marked running).
+        """
         try:
             executor = _Executor(self, cells, progress=progress, replace=replace)
+            executor.started = started
             _run_coroutine(executor.execute, executor.cancel)
         finally:
             liveness.ACTIVE.discard(self.run_id)
@@ -748,6 +762,7 @@ class _Executor:
         self, run: Run, cells: list[PlannedCell], progress: Any, replace: bool, use_cache: bool = True
     ) -> None:
         self.use_cache = use_cache  # False: every cell and judge prompt is sent again (replay --no-cache)
+        self.started: dict[str, tuple[Any, ...]] | None = None  # start_execution already done by the caller
         self.run = run
         self.store = run.store
         self.cells = cells
@@ -1087,7 +1102,10 @@ class _Executor:
             except OSError:
                 self.journal = None
             keys = list({c.key for c in self.cells})
-            cache = await asyncio.to_thread(self.store.start_execution, run_id, keys if self.use_cache else [])
+            if self.started is not None and self.use_cache:
+                cache = self.started
+            else:
+                cache = await asyncio.to_thread(self.store.start_execution, run_id, keys if self.use_cache else [])
             judge_models = sorted({m.judge.model for m in self.metrics if m.judge is not None and self.use_cache})
             if judge_models:
                 judge_cache = await asyncio.to_thread(self.store.responses_for_models, judge_models)

@@ -135,6 +135,54 @@ def _rouge_words(text: str) -> list[str]:
     return _NON_ALNUM.sub(" ", text.lower()).split()
 
 
+_PORTER_LOCK = threading.Lock()
+
+
+def porter_stem() -> Callable[[str], str]:
+    """nltk's PorterStemmer().stem (the stemmer rouge_score uses), without importing all of nltk.
+
+    ``import nltk`` runs its package ``__init__``, which imports scipy.stats and most of nltk: ~2.5 s of a
+    cold ``llmops demo``. The stemmer needs three small modules, so they are loaded under temporary
+    package stand-ins that are removed again (a later ``import nltk`` is the full, normal one). Any
+    surprise in nltk's layout falls back to the normal import: only the speed depends on this.
+    """
+    import sys
+
+    with _PORTER_LOCK:
+        if "nltk" not in sys.modules:
+            try:
+                return _isolated_porter(sys.modules)
+            except Exception:  # noqa: BLE001 - a different nltk layout: the full import below is still right
+                pass
+        from nltk.stem import porter
+
+        return porter.PorterStemmer().stem  # type: ignore[no-any-return]
+
+
+def _isolated_porter(modules: dict[str, Any]) -> Callable[[str], str]:
+    import importlib
+    import importlib.util
+    import os
+    import types
+
+    spec = importlib.util.find_spec("nltk")  # locates the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("nltk is not installed")
+    root = list(spec.submodule_search_locations)[0]
+    before = set(modules)
+    try:
+        for name, path in (("nltk", root), ("nltk.stem", os.path.join(root, "stem"))):
+            stand_in = types.ModuleType(name)
+            stand_in.__path__ = [path]
+            modules[name] = stand_in
+        module = importlib.import_module("nltk.stem.porter")
+        return module.PorterStemmer().stem  # type: ignore[no-any-return]
+    finally:
+        for name in set(modules) - before:
+            if name == "nltk" or name.startswith("nltk."):
+                del modules[name]
+
+
 class _RougeIds(dict):  # type: ignore[type-arg]
     """word -> id of its (stemmed) token, 0 for a token rouge_score drops; each word stemmed once.
 
@@ -153,9 +201,7 @@ class _RougeIds(dict):  # type: ignore[type-arg]
         token = word
         if self.use_stemmer and len(word) > 3:
             if self._stem is None:
-                from nltk.stem import porter
-
-                self._stem = porter.PorterStemmer().stem
+                self._stem = porter_stem()
             token = self._stem(word)
         if _VALID_TOKEN.match(token):
             i = self.vocab.id(token)
