@@ -146,7 +146,8 @@ def build_run(ws_dir: Path, n_cases: int, seed: int = 0) -> str:
         if len(cells) >= 12000:
             ws.store.write_batch(run.run_id, cells, scores, [])
             cells, scores = [], []
-    ws.store.finish_run(run.run_id, "completed", cells, scores, [], [])
+    ws.store.finish_run(run.run_id, "completed",
+                        [{"cells": cells, "scores": scores, "responses": [], "replace": False}])
     out(
         f"built run {run.run_id}: {n_cases} cases x {len(variants)} variants = {len(plan)} cells "
         f"in {time.perf_counter() - t0:.1f} s (store.write_batch)"

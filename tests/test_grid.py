@@ -151,8 +151,12 @@ def test_search_text_regex_and_injection_is_only_text(grid_env):
     assert _all_ids(grid, search="SKY AT NOON") == ["c07"]  # inputs, case-insensitive
     assert _all_ids(grid, search="stone") == ["c02"]  # outputs
     assert _all_ids(grid, search=r"item 1\d ", search_regex=True) == [f"c{i}" for i in range(10, 20)]
+    # plain text means plain text: LIKE's wildcards and its escape character match only themselves
+    assert _all_ids(grid, search="item _ ", search_regex=False) == [] and _all_ids(grid, search="item 1%") == []
+    assert _all_ids(grid, search="ITEM 2 STEEL") == ["c02"]
     before = int(ws.sql("SELECT count(*) AS n FROM cells")["n"][0])
     assert _all_ids(grid, search=INJECTION, search_regex=False) == ["c05"]
+    assert _all_ids(grid, search="\\") == []
     assert int(ws.sql("SELECT count(*) AS n FROM cells")["n"][0]) == before
     grid.search, grid.search_regex = "item (", True
     reply = grid.handle_message({"type": "page", "seq": 4})
@@ -336,7 +340,7 @@ def test_grid_query_parameterises_every_user_value(grid_env):
     )
     p = _Params()
     sql, _ = query._rows_sql(state, p)
-    assert INJECTION not in sql and INJECTION.lower() in p.values
+    assert INJECTION not in sql and f"%{INJECTION}%" in p.values  # bound as a LIKE pattern, never in the SQL
     assert "token_f1" not in sql and run.run_id not in sql
 
 

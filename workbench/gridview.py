@@ -347,13 +347,17 @@ class GridQuery:
                 where.append("coalesce(ca.n_outputs > 1, false)")
         uses_regex = False
         if s.search:
-            q = p(s.search if s.search_regex else s.search.lower())
+            if s.search_regex:
+                q = p(s.search)
+            else:  # ILIKE scans about twice as fast as contains(lower(t), ...): no lowered copy of every output
+                escaped = s.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                q = p(f"%{escaped}%")
             paths = p([f'$."{c}"' for c in self.dataset_columns])
             if s.search_regex:
                 uses_regex = True
                 match = f"regexp_matches(t, {q})"
             else:
-                match = f"contains(lower(t), {q})"
+                match = f"t ILIKE {q} ESCAPE '\\'"
             ctes.append(
                 "hits AS (SELECT DISTINCT case_id FROM ("
                 f"SELECT case_id, unnest(json_extract_string(data, {paths})) AS t FROM d "
