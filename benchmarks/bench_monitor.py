@@ -25,6 +25,7 @@ the same rounds. Prints per configuration the median of the rounds, every round,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -133,20 +134,27 @@ def main() -> None:
         log = tmp / "log"
         size = sum(f.stat().st_size for f in log.glob("requests-*.jsonl"))
         print(f"generated {args.rows:,} requests ({size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
-        ws = tmp / "ws"
-        if not args.skip_dataset:
-            import workbench as wb
-
-            wb.open(ws).add_dataset("eval", [{"question": r["question"], "pmid": r["pmid"]} for r in eval_rows()])
         trees = {"": str(ROOT)}
         if args.baseline_ref:
             trees["base "] = str(baseline_tree(args.baseline_ref, tmp / "baseline"))
-        cli = [sys.executable, "-m", "workbench.cli", "monitor", str(log), "--workspace", str(ws)]
+        questions = [{"question": r["question"], "pmid": r["pmid"]} for r in eval_rows()]
+        for tag, tree in trees.items():  # each tree its own workspace (schemas differ between versions)
+            code = (
+                "import json, sys, workbench as wb; wb.open(sys.argv[1]).add_dataset('eval', json.loads(sys.argv[2]))"
+            )
+            ws = tmp / f"ws-{tag.strip() or 'now'}"
+            subprocess.run([sys.executable, "-c", code, str(ws), json.dumps(questions)], check=True, cwd=tmp,
+                           env={**os.environ, "PYTHONPATH": tree})  # fmt: skip
         from workbench.requestlog import _TYPED_COLUMNS, _sql_struct
 
         # every field of a request, typed: DuckDB's reader is slowest when asked for a few fields late in each
         # object (about twice the time of this full schema here), so that would not be a floor
         schema = _sql_struct(_TYPED_COLUMNS)
+
+        def cli(tag: str) -> list[str]:
+            ws = tmp / f"ws-{tag.strip() or 'now'}"
+            return [sys.executable, "-m", "workbench.cli", "monitor", str(log), "--workspace", str(ws)]
+
         cache = log / ".monitor-cache"
 
         def clear_cache() -> None:
@@ -156,11 +164,15 @@ def main() -> None:
             "floor (DuckDB parse, fresh process)": ([sys.executable, "-c", FLOOR, str(log), schema], str(ROOT), None)
         }
         for tag, tree in trees.items():
-            configs[f"{tag}--no-cache"] = ([*cli, "--no-cache"], tree, None)
-            configs[f"{tag}first run (fills the cache)"] = (cli, tree, clear_cache)
-            configs[f"{tag}cache warm"] = (cli, tree, None)
+            configs[f"{tag}--no-cache"] = ([*cli(tag), "--no-cache"], tree, None)
+            configs[f"{tag}first run (fills the cache)"] = (cli(tag), tree, clear_cache)
+            configs[f"{tag}cache warm"] = (cli(tag), tree, None)
             if not args.skip_dataset:
-                configs[f"{tag}--no-cache --dataset eval"] = ([*cli, "--no-cache", "--dataset", "eval"], tree, None)
+                configs[f"{tag}--no-cache --dataset eval"] = (
+                    [*cli(tag), "--no-cache", "--dataset", "eval"],
+                    tree,
+                    None,
+                )
         for cmd, tree, _ in configs.values():  # warm the page cache and the .pyc files, fill the segment cache
             run(cmd, tree, tmp)
         wall: dict[str, list[float]] = {k: [] for k in configs}
@@ -175,7 +187,7 @@ def main() -> None:
                 if callable(before):
                     before()
                 elif "warm" in name and not cache.exists():
-                    run(cli, tree, tmp)  # a warm run needs the cache a "first run" just removed... and refilled
+                    run(cli(""), tree, tmp)  # a warm run needs the cache a "first run" just removed... and refilled
                 w, c, out = run(cmd, tree, tmp)
                 wall[name].append(w)
                 cpu[name].append(c)
