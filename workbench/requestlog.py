@@ -53,7 +53,8 @@ SEGMENT_BYTES = 64 << 20
 REQUEST_GLOB = "requests-*.jsonl"
 FEEDBACK_GLOB = "feedback-*.jsonl"
 
-# DuckDB types of the request/feedback log fields; fields added later by the server are ignored.
+# DuckDB types of the request/feedback log fields; fields added later by the server are ignored. Keep them in
+# the order the server writes them: DuckDB's reader is fastest when the schema follows the objects' keys.
 _REQUEST_COLUMNS = {
     "ts": "TIMESTAMPTZ",
     "request_id": "VARCHAR",
