@@ -648,6 +648,16 @@ function render({ model, el }) {
     pollTimer = setTimeout(() => request("poll", { version: data.version }), pollDelay);
   }
 
+  // The page on screen becomes the snapshot saved with the widget state, so a notebook saved now reopens
+  // at this view. Filled in place: a set() would upload the page to the kernel with the next view change
+  // (and the kernel would echo it back), doubling the bytes of every page for nothing.
+  function keepSnapshot(msg) {
+    const snap = model.get("snapshot");
+    if (!snap || typeof snap !== "object" || Array.isArray(snap)) return;
+    for (const key of Object.keys(snap)) delete snap[key];
+    Object.assign(snap, msg, { seq: null, snapshot: true });
+  }
+
   function onMsg(msg) {
     if (!msg || typeof msg !== "object") return;
     if (msg.type === "page") {
@@ -668,7 +678,10 @@ function render({ model, el }) {
       root.dataset.kernelMs = String(msg.kernel_ms === undefined ? "" : msg.kernel_ms);
       root.dataset.renderedSeq = String(msg.seq === null || msg.seq === undefined ? 0 : msg.seq);
       root.dataset.total = String(msg.total);
-      if (!msg.snapshot) schedulePoll(changed);
+      if (!msg.snapshot) {
+        keepSnapshot(msg);
+        schedulePoll(changed);
+      }
     } else if (msg.type === "poll") {
       if (data && data.snapshot) {
         data.snapshot = false; // the kernel answered: the page shown is live
