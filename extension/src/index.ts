@@ -15,7 +15,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { DiffPanel, GridPanel } from './grid';
 import { diffLineClass, snippets } from './logic';
 import { LLMOpsSidebar } from './sidebar';
-import { enableWidgetStateSaving } from './widgetstate';
+import { enableWidgetStateSaving, preserveShownWidgetState } from './widgetstate';
 
 const ICON_SVG =
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161">' +
@@ -50,6 +50,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       enableWidgetStateSaving(settingRegistry).catch(reason =>
         console.warn('llmops-workbench: could not turn on saved widget state', reason)
       );
+    }
+    if (notebooks) {
+      // a notebook reopened and saved before its cells run again keeps its grids' saved views
+      const keep = (panel: { context: { ready: Promise<void>; model: any } }) =>
+        void panel.context.ready.then(() => preserveShownWidgetState(panel.context.model));
+      notebooks.forEach(keep);
+      notebooks.widgetAdded.connect((_, panel) => keep(panel));
     }
     const settings = app.serviceManager.serverSettings;
     const { commands, shell } = app;

@@ -183,14 +183,7 @@ def test_saved_notebook_reopens_at_its_view_without_a_kernel(chromium, lab_with_
         context.close()
     assert lab.api("/api/kernels") == []
 
-    # the file holds the widget state, and the grid's snapshot is the page of the chosen view
-    saved = nbformat.read(str(path), as_version=4)
-    state = saved.metadata["widgets"][STATE_MIME]["state"]
-    grids = [m["state"] for m in state.values() if m["state"].get("snapshot", {}).get("rows")]
-    assert len(grids) == 1
-    snap = grids[0]["snapshot"]
-    assert [r["case_id"] for r in snap["rows"]] == live_rows and snap["page"] == 1 and snap["snapshot"] is True
-    assert grids[0]["show"] == "failures" and grids[0]["page"] == 1
+    _check_saved_snapshot(path, live_rows)
 
     # reopen in a fresh page: a new kernel that never ran the notebook
     context, nb = _new_page(chromium, lab)
@@ -237,10 +230,26 @@ def test_saved_notebook_reopens_at_its_view_without_a_kernel(chromium, lab_with_
         assert nb.errors() == []
         nb.page.locator(GRID).scroll_into_view_if_needed()
         nb.screenshot("reopened-notebook")
+        # saving the reopened notebook (JupyterLab autosaves it: reopening marks it changed) keeps the saved
+        # views, though the widget manager writes only widgets a kernel owns
+        nb.save()
     finally:
         context.close()
 
+    _check_saved_snapshot(path, live_rows)
     _check_nbconvert(chromium, path, live_rows)
+
+
+def _check_saved_snapshot(path: Path, rows: list[str]) -> None:
+    """The file holds the widget state, and the grid's snapshot is the page of the chosen view."""
+    saved = nbformat.read(str(path), as_version=4)
+    state = saved.metadata["widgets"][STATE_MIME]["state"]
+    grids = [m["state"] for m in state.values() if m["state"].get("snapshot", {}).get("rows")]
+    assert len(grids) == 1
+    snap = grids[0]["snapshot"]
+    assert [r["case_id"] for r in snap["rows"]] == rows and snap["page"] == 1 and snap["snapshot"] is True
+    assert grids[0]["show"] == "failures" and grids[0]["page"] == 1
+    assert any(m["state"].get("_anywidget_id", "").endswith("PromptEditor") for m in state.values())
 
 
 def _check_nbconvert(chromium: Any, path: Path, rows: list[str]) -> None:

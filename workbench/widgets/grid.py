@@ -274,21 +274,23 @@ def page_html(
         s = "" if text is None else str(text)
         return esc(s if len(s) <= max_chars else s[:max_chars] + "…")
 
-    head = "".join(f"<th>{esc(c)}</th>" for c in ["case", *input_columns, *keys])
+    # notebook and nbconvert styles right-align table cells: texts read better left-aligned, top first
+    td = "<td style='text-align:left;vertical-align:top'>"
+    head = "".join(f"<th style='text-align:left'>{esc(c)}</th>" for c in ["case", *input_columns, *keys])
     body = []
     for row in page["rows"]:
         tds = [f"<td>{esc(row['case_id'])}</td>"]
-        tds += [f"<td>{clip(row['inputs'].get(c, {}).get('text'))}</td>" for c in input_columns]
+        tds += [f"{td}{clip(row['inputs'].get(c, {}).get('text'))}</td>" for c in input_columns]
         for k in keys:
             cell = row["cells"].get(k)
             if not cell or not cell["repeats"]:
                 tds.append("<td></td>")
                 continue
             r = cell["repeats"][0]
-            text = f"<b>error:</b> {clip(r['error'])}" if r["error"] else clip(r["output"])
+            text = f"<b>error:</b> {clip(r['error'])}" if r["error"] else clip(r["output"]) or "<i>(empty output)</i>"
             scores = ", ".join(f"{esc(m)} {_fmt(v)}" for m, v in r["scores"].items() if v is not None)
             more = f" (+{len(cell['repeats']) - 1} repeats)" if len(cell["repeats"]) > 1 else ""
-            tds.append(f"<td>{text}<br><small>{scores}{esc(more)}</small></td>")
+            tds.append(f"{td}{text}<br><small>{scores}{esc(more)}</small></td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     runs = ", ".join(f"{esc(r['run_id'])} ({esc(r['status'])})" for r in page["runs"])
     caption = (

@@ -2,6 +2,7 @@ import {
   SAVE_STATE,
   WIDGET_MANAGER_PLUGIN,
   enableWidgetStateSaving,
+  keepShownState,
   shouldEnableSaveState
 } from '../widgetstate';
 
@@ -59,5 +60,30 @@ describe('enableWidgetStateSaving', () => {
     const { registry, writes } = registryWith(null);
     expect(await enableWidgetStateSaving(registry)).toBe('absent');
     expect(writes).toEqual([]);
+  });
+});
+
+describe('keepShownState', () => {
+  const grid = {
+    model_name: 'AnyModel',
+    state: { layout: 'IPY_MODEL_lay1', snapshot: { rows: [{ case_id: 'c5' }], page: 1 } }
+  };
+  const layout = { model_name: 'LayoutModel', state: {} };
+  const old = { model_name: 'AnyModel', state: { layout: 'IPY_MODEL_lay2' } };
+  const previous = { grid1: grid, lay1: layout, old1: old, lay2: layout };
+
+  it('puts back a shown model the manager left out, with the models it points at', () => {
+    expect(keepShownState(previous, {}, ['grid1'])).toEqual({ grid1: grid, lay1: layout });
+  });
+
+  it('keeps what the manager wrote and drops models no output shows any more', () => {
+    const live = { grid2: { model_name: 'AnyModel', state: {} } };
+    expect(keepShownState(previous, live, ['grid1', 'grid2'])).toEqual({ ...live, grid1: grid, lay1: layout });
+  });
+
+  it('changes nothing when the manager already wrote every shown model, or nothing was saved before', () => {
+    expect(keepShownState(previous, { grid1: grid, lay1: layout }, ['grid1'])).toBeNull();
+    expect(keepShownState(undefined, {}, ['grid1'])).toBeNull();
+    expect(keepShownState(previous, {}, ['unknown'])).toBeNull();
   });
 });
