@@ -52,6 +52,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # random faults, reproducible: {"seed": 1, "rate_limit": 0.1, "retry_after": 0.05, "server_error": 0.05,
     # "hang": 0.02, "hang_seconds": 3, "malformed": 0.02, "reset": 0.02} (shares of chat requests)
     "chaos": {},
+    # what the reply says served the request: `model` ("{model}" is the requested name) and
+    # `system_fingerprint` (None leaves the field out, as many OpenAI-compatible servers do)
+    "served_model": "{model}",
+    "system_fingerprint": "fp_fake_0001",
 }
 
 MAX_ECHO_CHARS = 200
@@ -376,25 +380,27 @@ class FakeOpenAI:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
+        served = str(self.config["served_model"] or "{model}").replace("{model}", model)
         if body.get("stream"):
-            return await self._stream(request, rid, created, model, content, usage, body)
-        return self._json(
-            {
-                "id": rid,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "logprobs": None,
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": usage,
-            }
-        )
+            return await self._stream(request, rid, created, served, content, usage, body)
+        reply: dict[str, Any] = {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": served,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+        if self.config["system_fingerprint"] is not None:
+            reply["system_fingerprint"] = self.config["system_fingerprint"]
+        return self._json(reply)
 
     async def _stream(
         self, request: Any, rid: str, created: int, model: str, content: str, usage: dict[str, int], body: dict
@@ -405,6 +411,8 @@ class FakeOpenAI:
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
+        if self.config["system_fingerprint"] is not None:
+            base["system_fingerprint"] = self.config["system_fingerprint"]
         chunks = [
             [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
             [{"index": 0, "delta": {"content": content}, "finish_reason": None}],

@@ -164,3 +164,69 @@ def test_every_cli_command_has_help():
         for action in sp._actions:
             if action.dest != "help":
                 assert action.help, f"{name} {action.dest} has no help"
+
+
+@pytest.fixture
+def slow_llm():
+    """A second fake server that answers 250 ms later: latency decides between otherwise identical variants."""
+    from openai_server import ServerProcess
+
+    with ServerProcess(latency=0.25) as server:
+        yield server
+
+
+def _tied_run(tmp_path, fast, slow, model: str, client: str = "auto"):
+    import asyncio
+
+    from workbench.llm import Gateway, ModelConfig
+
+    async def warm() -> None:  # the first call of a process pays litellm's import: not the model's latency
+        gw = Gateway(2)
+        for server in (fast, slow):
+            await gw.complete(ModelConfig("w", model, api_base=server.base_url, client=client), [
+                {"role": "user", "content": "warm up"}])
+
+    asyncio.run(warm())
+    models = [{"name": "fast", "model": model, "api_base": fast.base_url, "client": client},
+              {"name": "slow", "model": model, "api_base": slow.base_url, "client": client}]
+    return _run(tmp_path, fast, [PLAIN], n=6, models=models)[1]
+
+
+def test_winner_reason_says_what_decided(tmp_path, fake_llm, slow_llm):
+    # decided by score: no tie-break words at all
+    _, run = _run(tmp_path / "score", fake_llm, [LEAKY, PLAIN], n=12)
+    d = run.winner("contains")
+    assert d.winner == "leaky" and "beats every other" in d.reason
+    assert "cheapest" not in d.reason and "fastest" not in d.reason
+    # decided by cost: same answers, different prices (gpt-4o costs more per token than gpt-4o-mini)
+    ws = wb.open(tmp_path / "cost" / "ws")
+    ds = ws.add_dataset("d", _dataset(6), id="qid")
+    models = [{"name": "big", "model": "openai/gpt-4o", "api_base": fake_llm.base_url},
+              {"name": "mini", "model": "openai/gpt-4o-mini", "api_base": fake_llm.base_url}]
+    run = ws.experiment(ds, [PLAIN], models, [{"name": "contains", "expected": "gold"}]).run(progress=False)
+    per_1k = run.leaderboard().set_index("variant")["cost"] / 6 * 1000
+    assert 0 < per_1k["plain/mini"] < per_1k["plain/big"]
+    d = run.winner("contains")
+    assert d.winner == "plain/mini" and "fastest" not in d.reason, d.reason
+    mini, big = per_1k["plain/mini"], per_1k["plain/big"]
+    assert f"cheapest (${mini:.4f} per 1k cases vs ${big:.4f} for plain/big)" in d.reason, d.reason
+    # decided by latency, both priced at $0 (codestral's table price, through litellm): never "cheapest"
+    run = _tied_run(tmp_path / "free", fake_llm, slow_llm, "codestral/codestral-latest")
+    board = run.leaderboard().set_index("variant")
+    assert list(board["cost"]) == [0.0, 0.0]
+    d = run.winner("contains")
+    assert d.winner == "plain/fast" and "cheapest" not in d.reason, d.reason
+    slow = "plain/slow"
+    p95 = board["latency_p95_ms"]
+    assert (f"tied on score and cost ($0.0000 per 1k cases); fastest (p95 latency {p95[d.winner]:.0f} ms vs "
+            f"{p95[slow]:.0f} ms for {slow})") in d.reason, d.reason
+    # decided by latency, unpriced models: says no price is known
+    run = _tied_run(tmp_path / "unpriced", fake_llm, slow_llm, "openai/test-model")
+    board = run.leaderboard().set_index("variant")
+    assert board["cost"].isna().all()
+    d = run.winner("contains")
+    slow = "plain/slow"
+    p95 = board["latency_p95_ms"]
+    assert d.winner == "plain/fast" and "cheapest" not in d.reason, d.reason
+    assert (f"tied on score, no price is known; fastest (p95 latency {p95[d.winner]:.0f} ms vs {p95[slow]:.0f} ms "
+            f"for {slow})") in d.reason, d.reason

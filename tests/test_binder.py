@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -124,4 +125,11 @@ def test_binder_files_pin_python_and_fail_fast() -> None:
     post = (REPO / "binder" / "postBuild").read_text()
     assert "set -euo pipefail" in post and "pip install" in post
     assert os.access(REPO / "binder" / "postBuild", os.X_OK)
-    assert "urlpath=lab/tree/notebooks/01-quickstart.ipynb" in (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    badge = re.search(r"\]\((https://mybinder\.org/v2/gh/[^)]+)\)", readme)
+    assert badge, "README has no Binder badge link"
+    m = re.fullmatch(r"https://mybinder\.org/v2/gh/([\w.-]+)/([\w.-]+)/([\w./-]+)\?urlpath=lab/tree/(\S+)", badge[1])
+    assert m, badge[1]  # mybinder.org's GitHub form: owner/repo/ref, then the path JupyterLab opens
+    assert m[4] == "notebooks/01-quickstart.ipynb" and (REPO / m[4]).is_file()
+    if m[1] == "OWNER":  # the placeholder must say it is one
+        assert "placeholder" in readme[: readme.index("## Set up")]

@@ -94,6 +94,25 @@ def test_params_reach_the_server_on_both_routes(fake_llm):
 
 
 @pytest.mark.parametrize("client", CLIENTS)
+def test_provider_reported_model_and_fingerprint_are_kept(fake_llm, client):
+    res, _ = _call(_cfg(fake_llm, client))
+    assert (res.served_model, res.system_fingerprint) == ("test-model", "fp_fake_0001")  # the server's defaults
+    # the provider moves the alias to a new snapshot and backend: the result says so
+    fake_llm.configure(served_model="{model}-2024-08-06", system_fingerprint="fp_44709d6fcb")
+    res, _ = _call(_cfg(fake_llm, client))
+    assert (res.served_model, res.system_fingerprint) == ("test-model-2024-08-06", "fp_44709d6fcb")
+    # a server that sends no fingerprint (most OpenAI-compatible ones): unknown, not an empty string
+    fake_llm.configure(system_fingerprint=None)
+    res, _ = _call(_cfg(fake_llm, client))
+    assert (res.served_model, res.system_fingerprint) == ("test-model-2024-08-06", None)
+
+    # both routes report the id the endpoint sent (litellm prefixes some providers' ids: lm_studio/x for x)
+    fake_llm.configure(served_model="{model}")
+    for model, served in (("lm_studio/qwen", "qwen"), ("hosted_vllm/org/test-model", "org/test-model")):
+        assert _call(_cfg(fake_llm, client, model=model))[0].served_model == served
+
+
+@pytest.mark.parametrize("client", CLIENTS)
 def test_retry_after_is_honoured(fake_llm, client):
     fake_llm.configure(script=[{"status": 429, "retry_after": 0.5, "count": 1}])
     t = time.perf_counter()
@@ -228,6 +247,8 @@ def test_local_baseline_in_process_matches_its_litellm_provider():
     assert gw.routes == {"b": "local"}
     assert a.output == b.output == "Dogs bark loudly at night."
     assert (a.prompt_tokens, a.completion_tokens, a.cost) == (b.prompt_tokens, b.completion_tokens, b.cost)
+    assert (a.served_model, a.system_fingerprint) == (b.served_model, b.system_fingerprint)
+    assert (a.served_model, a.system_fingerprint) == ("local/extractive", None)
     exc = _error(ModelConfig("b", "local/nonexistent"))
     assert isinstance(exc, ModelFatalError) and "not found" in str(exc) and "extractive" in str(exc)
 

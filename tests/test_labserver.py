@@ -130,53 +130,114 @@ async def test_lists_are_paged(jp_fetch: Any, root: Path) -> None:
     assert code == 400 and "limit" in body["message"]
 
 
+def _state(**kw: Any) -> dict[str, str]:
+    return {"view": json.dumps(kw)}
+
+
 async def test_grid_filters_sort_baseline_and_pages(jp_fetch: Any, root: Path) -> None:
+    """The sidebar's grid speaks the notebook grid's view state (ViewState) and gets its page shape."""
     (run,) = (await get(jp_fetch, "runs", ws=".llmops"))["items"]
     url = f"runs/{run['run_id']}/grid"
-    page0 = await get(jp_fetch, url, ws=".llmops", page_size=7)
-    assert page0["total"] == 30 and len(page0["rows"]) == 7
-    assert page0["metrics"] == ["token_f1", "contains"] and len(page0["variants"]) == 2
-    last = await get(jp_fetch, url, ws=".llmops", page_size=7, page=4)
+    page0 = await get(jp_fetch, url, ws=".llmops", **_state(page_size=7))
+    assert page0["total"] == 30 and len(page0["rows"]) == 7 and page0["pages"] == 5
+    assert page0["metric_names"] == ["token_f1", "contains"]
+    assert [c["key"] for c in page0["columns"]] == ["with-context", "question-only"]
+    assert page0["state"]["baseline"] == "with-context" and page0["state"]["page_size"] == 7  # widget defaults
+    cell = page0["rows"][0]["cells"]["with-context"]["repeats"][0]
+    assert set(cell) >= {"output", "error", "latency_ms", "cost", "scores", "chunks", "cached", "tokens"}
+    last = await get(jp_fetch, url, ws=".llmops", **_state(page_size=7, page=4))
     assert len(last["rows"]) == 2 and last["total"] == 30
     seen = {
-        r["case_id"] for p in range(5) for r in (await get(jp_fetch, url, ws=".llmops", page_size=7, page=p))["rows"]
+        r["case_id"]
+        for p in range(5)
+        for r in (await get(jp_fetch, url, ws=".llmops", **_state(page_size=7, page=p)))["rows"]
     }
     assert len(seen) == 30
+    beyond = await get(jp_fetch, url, ws=".llmops", **_state(page_size=7, page=99))  # clamps to the last page
+    assert beyond["page"] == 4 and beyond["state"]["page"] == 4
 
     ctx, qonly = "with-context", "question-only"
-    by_f1 = await get(jp_fetch, url, ws=".llmops", page_size=30, sort=f"token_f1:{ctx}:desc")
-    f1 = [r["cells"][ctx]["scores"]["token_f1"] for r in by_f1["rows"]]
-    assert f1 == sorted(f1, reverse=True)
 
-    delta = await get(jp_fetch, url, ws=".llmops", page_size=30, sort=f"token_f1:{ctx}:desc", baseline=qonly)
-    d = [r["cells"][ctx]["delta"]["token_f1"] for r in delta["rows"]]
+    def f1(row: dict[str, Any], key: str) -> float:
+        return float(row["cells"][key]["repeats"][0]["scores"]["token_f1"])
+
+    by_f1 = await get(
+        jp_fetch,
+        url,
+        ws=".llmops",
+        **_state(page_size=30, sort_by="metric", sort_metric="token_f1", sort_column=ctx, sort_desc=True),
+    )
+    values = [f1(r, ctx) for r in by_f1["rows"]]
+    assert values == sorted(values, reverse=True) and len(set(values)) > 3
+
+    delta = await get(
+        jp_fetch,
+        url,
+        ws=".llmops",
+        **_state(
+            page_size=30, sort_by="delta", sort_metric="token_f1", sort_column=ctx, baseline=qonly, sort_desc=True
+        ),
+    )
+    d = [f1(r, ctx) - f1(r, qonly) for r in delta["rows"]]
     assert d == sorted(d, reverse=True)
-    for r in delta["rows"]:
-        c, b = r["cells"][ctx]["scores"]["token_f1"], r["cells"][qonly]["scores"]["token_f1"]
-        assert r["cells"][ctx]["delta"]["token_f1"] == pytest.approx(c - b)
 
     low = await get(
         jp_fetch,
         url,
         ws=".llmops",
-        page_size=30,
-        filters=json.dumps({"metrics": [{"metric": "token_f1", "op": "<", "value": 0.2, "variant": ctx}]}),
+        **_state(page_size=30, show="failures", failure_metric="token_f1", failure_op=">", failure_threshold=0.3),
     )
-    assert 0 < low["total"] < 30
-    assert all(r["cells"][ctx]["scores"]["token_f1"] < 0.2 for r in low["rows"])
-    word = by_f1["rows"][0]["inputs"]["question"].split()[2]
-    found = await get(jp_fetch, url, ws=".llmops", filters=json.dumps({"search": word.upper()}))
+    assert 0 < low["total"] < 30  # a case fails when any variant's score is beyond the threshold
+    assert all(max(f1(r, ctx), f1(r, qonly)) > 0.3 for r in low["rows"])
+    word = by_f1["rows"][0]["inputs"]["question"]["text"].split()[2]
+    found = await get(jp_fetch, url, ws=".llmops", **_state(search=word.upper()))
     assert found["total"] >= 1
     assert all(word.lower() in json.dumps(r).lower() for r in found["rows"])
-    only = await get(jp_fetch, url, ws=".llmops", filters=json.dumps({"variants": [qonly]}))
-    assert only["variants"] == [qonly] and list(only["rows"][0]["cells"]) == [qonly]
 
-    code, body = await error(jp_fetch, url, ws=".llmops", sort="nope")
+    code, body = await error(jp_fetch, url, ws=".llmops", **_state(sort_by="nope"))
     assert code == 400 and "nope" in body["message"] and body["type"] == "ValidationError"
-    code, body = await error(jp_fetch, url, ws=".llmops", filters="{bad json")
-    assert code == 400
+    code, body = await error(jp_fetch, url, ws=".llmops", **_state(colour="red"))
+    assert code == 400 and "colour" in body["message"]
+    code, body = await error(jp_fetch, url, ws=".llmops", **_state(search="(", search_regex=True))
+    assert code == 400 and "regular expression" in body["message"]
+    code, body = await error(jp_fetch, url, ws=".llmops", view="{bad json")
+    assert code == 400 and "view" in body["message"]
     code, body = await error(jp_fetch, "runs/does-not-exist/grid", ws=".llmops")
     assert code == 404 and body["type"] == "NotFoundError"
+
+
+async def test_sidebar_grid_and_notebook_grid_give_the_same_pages(jp_fetch: Any, root: Path) -> None:
+    """One query for both faces: for several view states the HTTP route returns exactly GridQuery.page's rows."""
+    from workbench.gridview import GridQuery
+    from workbench.store import Store
+
+    (run,) = (await get(jp_fetch, "runs", ws=".llmops"))["items"]
+    url = f"runs/{run['run_id']}/grid"
+    ctx, qonly = "with-context", "question-only"
+    states: list[dict[str, Any]] = [
+        {},
+        {"page": 1, "page_size": 8},
+        {"show": "failures", "failure_metric": "token_f1", "failure_op": ">", "failure_threshold": 0.3},
+        {"show": "passes", "failure_metric": "contains", "failure_threshold": 0.5, "sort_desc": True},
+        {"show": "disagree", "sort_by": "disagreement", "page_size": 10},
+        {"sort_by": "delta", "sort_metric": "token_f1", "baseline": qonly, "sort_desc": True, "diff": "baseline"},
+        {"sort_by": "metric", "sort_metric": "contains", "sort_column": qonly, "page": 2, "page_size": 5},
+        {"search": "cancer|tumou?r", "search_regex": True, "sort_by": "latency", "diff": "expected"},
+        {"search": "the", "show": "errors"},
+        {"baseline": ctx, "input_columns": ["question"], "expected_column": "final_decision", "page": 40},
+    ]
+    for state in states:
+        http = await get(jp_fetch, url, ws=".llmops", **_state(**state))
+        store = Store(root / ".llmops", read_only=True)
+        query = GridQuery(store, [run["run_id"]])
+        full = {**query.default_state().as_dict(), **state}
+        direct = json.loads(json.dumps(query.page(full)))
+        assert http["rows"] == direct["rows"], state
+        for key in ("total", "page", "pages", "n_cases", "metrics", "runs"):
+            assert http[key] == direct[key], (state, key)
+        assert http["state"] == {**full, "page": direct["page"]}
+    totals = [(await get(jp_fetch, url, ws=".llmops", **_state(**s)))["total"] for s in states]
+    assert len(set(totals)) >= 3, totals  # the states select different rows: the comparison is not vacuous
 
 
 async def test_prompt_diff(jp_fetch: Any, root: Path) -> None:
@@ -255,7 +316,7 @@ async def test_api_reads_while_a_kernel_process_writes(jp_fetch: Any, root: Path
             live = [r for r in runs if r["name"] == "live"]
             if live:
                 progress.append(live[0]["done"])
-                await get(jp_fetch, f"runs/{live[0]['run_id']}/grid", ws=".llmops", page_size=10)
+                await get(jp_fetch, f"runs/{live[0]['run_id']}/grid", ws=".llmops", **_state(page_size=10))
             reads += 1
         out, err = proc.communicate(timeout=300)
     finally:
@@ -299,3 +360,16 @@ def test_read_only_store_pages_runs_and_writes_nothing(seeded: Path, tmp_path: P
     with pytest.raises(Exception, match="read-only"):
         with ro.store.connect() as con:
             con.execute("DELETE FROM runs")
+
+
+def test_catalog_records_match_the_workspace_listings(seeded: Path) -> None:
+    """The sidebar's pandas-free catalog gives the JSON the Workspace's DataFrame listings would give."""
+    from workbench.labserver import _clean, records
+    from workbench.workspace import Workspace
+
+    ws = Workspace(seeded, read_only=True)
+    cat = ws.store.catalog()
+    assert _clean(cat["datasets"]) == records(ws.datasets()) and len(cat["datasets"]) == 1
+    assert _clean(cat["prompts"]) == records(ws.prompts()) and len(cat["prompts"]) >= 3
+    assert _clean(cat["corpora"]) == records(ws.corpora())
+    assert cat["retrievers"] == []

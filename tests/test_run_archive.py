@@ -145,6 +145,14 @@ def test_tampered_or_unsafe_archives_are_refused(stored_run: wb.Run, tmp_path: P
         for name, data in members.items():
             zf.writestr(name, buf.getvalue() if name == "scores.parquet" else data)
     fresh = wb.open(tmp_path / "wsC")
+    with pytest.raises(ArchiveError, match="'scores.parquet' would inflate to .* but the manifest records"):
+        fresh.import_run(tampered)  # a changed size is refused before anything is inflated
+    # a same-size change fails its checksum
+    same_size = bytearray(members["scores.parquet"])
+    same_size[len(same_size) // 2] ^= 0xFF
+    with zipfile.ZipFile(tampered, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, bytes(same_size) if name == "scores.parquet" else data)
     with pytest.raises(ArchiveError, match="scores.parquet fails its sha256 checksum"):
         fresh.import_run(tampered)
     # a zip-slip member name

@@ -317,16 +317,37 @@ def winner(
         head + f". It is not distinguishable from {', '.join(t for t in tied if t != best)} "
         f"(Holm-adjusted p >= {alpha}), so the difference may be noise."
     )
+    why = _tie_break(order)
     if chosen != best:
-        price = order.iloc[0]["cost_per_1k"]
-        reason += (
-            f" Among these statistically tied variants {chosen} is chosen as the cheapest (${price:.4f} per 1k cases)."
-            if not math.isnan(price)
-            else f" Among these statistically tied variants {chosen} is chosen as the fastest (no price is known)."
-        )
+        reason += f" Among these statistically tied variants {chosen} is chosen: {why}."
     else:
-        reason += f" {best} is kept: it is also the cheapest (then fastest) of the tied variants."
+        reason += f" {best} is kept: {why}."
     return Decision(metric, chosen, reason, table, comparisons, False)
+
+
+def _tie_break(order: pd.DataFrame) -> str:
+    """What decided between statistically tied variants (``order``: by cost per 1k cases, then p95 latency).
+
+    Says what actually decided: a $0 or unknown price never reads as "cheapest" when latency chose.
+    """
+
+    import pandas as pd
+
+    def num(row: Any, column: str) -> float:
+        value = row.get(column)
+        return math.nan if value is None or pd.isna(value) else float(value)
+
+    first, second, runner_up = order.iloc[0], order.iloc[1], str(order.index[1])
+    c1, c2 = num(first, "cost_per_1k"), num(second, "cost_per_1k")
+    if not math.isnan(c1) and (math.isnan(c2) or c1 < c2):
+        other = f"no price is known for {runner_up}" if math.isnan(c2) else f"${c2:.4f} for {runner_up}"
+        return f"cheapest (${c1:.4f} per 1k cases vs {other})"
+    cost = "tied on score, no price is known" if math.isnan(c1) else f"tied on score and cost (${c1:.4f} per 1k cases)"
+    l1, l2 = num(first, "latency_p95_ms"), num(second, "latency_p95_ms")
+    if not math.isnan(l1) and (math.isnan(l2) or l1 < l2):
+        other = f"unknown for {runner_up}" if math.isnan(l2) else f"{l2:.0f} ms for {runner_up}"
+        return f"{cost}; fastest (p95 latency {l1:.0f} ms vs {other})"
+    return f"{cost} and latency too; first in the ranking"
 
 
 def agreement(run: Run, metric: str, human: str = "rating", threshold: float = 0.5) -> dict[str, Any]:

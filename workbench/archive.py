@@ -3,7 +3,9 @@
 Why a zip of Parquet tables plus JSON: Parquet keeps types (timestamps, floats, JSON text) exactly, so the
 imported run's ``results()``, ``leaderboard()``, ``compare()`` and ``winner()`` equal the original's; JSON keeps
 the run record and environment readable by eye. ``manifest.json`` lists the sha256 of every member: an archive
-whose contents do not match is refused, as is any member name that is not a plain file name (zip-slip).
+whose contents do not match is refused, as is any member name that is not a plain file name (zip-slip), and (before
+anything is inflated) any member whose size differs from the manifest's record or that would inflate absurdly
+(a zip bomb, ``workbench.safezip``).
 
 This is a *run* archive: evidence of one run, for a colleague or a paper, not something to deploy.
 Model configs carry key variable *names* only; secrets are never written.
@@ -24,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench import safezip
 from workbench.errors import ArchiveError
 from workbench.store import Store, dumps
 
@@ -136,6 +139,8 @@ def export_run(store: Store, run_id: str, path: str | os.PathLike[str]) -> Path:
             "dataset": {"name": run["dataset_name"], "hash": run["dataset_hash"]},
             "rows": counts,
             "models": models,
+            # per variant, what the provider said served it (reply `model` ids, `system_fingerprint`s)
+            "served_by": store.served_by(run_id),
             "schema_version": store.schema_version(),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "environment": environment(),
@@ -143,6 +148,7 @@ def export_run(store: Store, run_id: str, path: str | os.PathLike[str]) -> Path:
         files[RUN_JSON] = json.dumps(info, indent=2, default=str).encode("utf-8")
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "run_id": run_id}
         manifest["files"] = {name: _sha256(data) for name, data in sorted(files.items())}  # type: ignore[assignment]
+        manifest["sizes"] = {name: len(data) for name, data in sorted(files.items())}  # type: ignore[assignment]
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         with zipfile.ZipFile(partial, "w") as zf:
@@ -174,7 +180,11 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
             )
         if MANIFEST not in names:
             raise ArchiveError(f"{src} has no {MANIFEST}: not an llmops run archive")
-        manifest = json.loads(zf.read(MANIFEST))
+        infos = {i.filename: i for i in safezip.check(zf, src, ArchiveError)}  # sizes and ratios, nothing inflated
+        try:
+            manifest = json.loads(safezip.read_member(zf, infos[MANIFEST], src, ArchiveError))
+        except ValueError as exc:
+            raise ArchiveError(f"{src}: {MANIFEST} is not valid JSON ({exc}); the archive is damaged") from None
         if manifest.get("format") != FORMAT:
             raise ArchiveError(f"{src} is not an llmops run archive (format {manifest.get('format')!r})")
         if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
@@ -189,9 +199,14 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
                 f"{src}: refused, members {sorted(members ^ set(expected))} are not what its manifest lists; "
                 "the archive was altered: ask for a fresh export"
             )
+        sizes = manifest.get("sizes")  # archives written before sizes were recorded have none
+        if sizes is not None:
+            if not isinstance(sizes, dict) or set(sizes) != set(expected):
+                raise ArchiveError(f"{src}: refused, {MANIFEST} records sizes for other members than it lists")
+            safezip.check(zf, src, ArchiveError, expected_sizes=sizes)
         data: dict[str, bytes] = {}
         for name, digest in expected.items():
-            blob = zf.read(name)
+            blob = safezip.read_member(zf, infos[name], src, ArchiveError)
             if _sha256(blob) != digest:
                 raise ArchiveError(
                     f"{src}: refused, {name} fails its sha256 checksum (manifest {digest[:12]}..., file "

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from workbench import safezip
 from workbench.errors import BundleError, NotFoundError, RetrievalError, TemplateError, WorkbenchError
 from workbench.llm import Gateway, ModelConfig
 from workbench.prompts import Prompt, render_error_text, template_vars
@@ -55,8 +56,6 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-# Members of an archive bigger than this are refused (a zip bomb would otherwise fill the disk).
-MAX_MEMBER_BYTES = 8 << 30
 _SERVE_PACKAGES = ("fastapi", "uvicorn", "prometheus-client")  # what `llmops serve` needs, pinned even if
 # the installed workbench metadata predates them
 _STORED_SUFFIXES = (".faiss", ".npy", ".parquet")  # already dense: deflating them costs seconds, saves little
@@ -582,39 +581,25 @@ def _unzip(archive: Path) -> Path:
         raise BundleError(
             f"{archive}: not a readable zip archive ({exc}); it may be truncated: copy it again"
         ) from None
-    dest = Path(tempfile.mkdtemp(prefix="llmops-bundle-"))
-    _TEMP_DIRS.append(dest)
-    try:
-        with zf:
-            for info in zf.infolist():
-                rel = _safe_member(info.filename, archive)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    raise BundleError(f"{archive}: archive member {info.filename!r} is a symbolic link: refusing it")
-                if info.is_dir():
-                    continue
-                if info.file_size > MAX_MEMBER_BYTES:
-                    raise BundleError(f"{archive}: archive member {info.filename!r} is too large ({info.file_size} B)")
-                out = dest.joinpath(*rel.parts)
+    with zf:
+        # every name and size is judged before anything is written (zip-slip, links, zip bombs: workbench.safezip)
+        for info in zf.infolist():
+            _safe_member(info.filename, archive)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise BundleError(f"{archive}: archive member {info.filename!r} is a symbolic link: refusing it")
+        members = safezip.check(zf, archive, BundleError)
+        dest = Path(tempfile.mkdtemp(prefix="llmops-bundle-"))
+        _TEMP_DIRS.append(dest)
+        try:
+            for info in members:
+                out = dest.joinpath(*_safe_member(info.filename, archive).parts)
                 out.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    with zf.open(info) as src, out.open("wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                except (zipfile.BadZipFile, EOFError, OSError, zlib_error()) as exc:
-                    raise BundleError(
-                        f"{archive}: member {info.filename!r} cannot be read ({exc}); the archive is damaged or "
-                        "truncated: copy it again"
-                    ) from None
-    except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
+                with out.open("wb") as dst:
+                    safezip.copy_member(zf, info, dst, archive, BundleError)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
     return dest
-
-
-def zlib_error() -> type[Exception]:
-    import zlib
-
-    return zlib.error
 
 
 def verify(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:

@@ -146,6 +146,8 @@ class Judge:
                 "completion_tokens": result.completion_tokens,
                 "cost": result.cost,
                 "latency_ms": result.latency_ms,
+                "served_model": result.served_model,
+                "system_fingerprint": result.system_fingerprint,
             }
         )
         self.calls.append(

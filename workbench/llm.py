@@ -166,6 +166,9 @@ class CallResult:
     cost: float | None
     latency_ms: float
     attempts: int
+    # what the provider says served the call (its reply's `model` and `system_fingerprint`), when it says
+    served_model: str | None = None
+    system_fingerprint: str | None = None
 
 
 @dataclass
@@ -227,11 +230,11 @@ class Gateway:
             start = time.perf_counter()
             try:
                 if route == "local":
-                    output, pt, ct, cost = _local(model, messages)
+                    output, pt, ct, cost, served, fingerprint = _local(model, messages)
                 elif route == "openai":
-                    output, pt, ct, cost = await self._openai(model, messages, client)
+                    output, pt, ct, cost, served, fingerprint = await self._openai(model, messages, client)
                 else:
-                    output, pt, ct, cost = await _litellm(model, messages, key)
+                    output, pt, ct, cost, served, fingerprint = await _litellm(model, messages, key)
                 latency_ms = (time.perf_counter() - start) * 1000
                 break
             except asyncio.CancelledError:
@@ -252,11 +255,9 @@ class Gateway:
         self.stats.prompt_tokens += pt or 0
         self.stats.completion_tokens += ct or 0
         self.stats.cost += cost or 0.0
-        return CallResult(output, pt, ct, cost, latency_ms, attempt)
+        return CallResult(output, pt, ct, cost, latency_ms, attempt, served, fingerprint)
 
-    async def _openai(
-        self, model: ModelConfig, messages: list[dict[str, str]], client: Any
-    ) -> tuple[str, int | None, int | None, float | None]:
+    async def _openai(self, model: ModelConfig, messages: list[dict[str, str]], client: Any) -> _Reply:
         """One POST through the SDK's documented raw-request method (``client.post``): the SDK's transport, auth
         headers, timeouts and status-error classes, without re-validating our plain-dict messages and params
         against its type annotations or building pydantic objects for the reply (measured: ~half its CPU per call).
@@ -275,14 +276,24 @@ class Gateway:
         pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         cost = providers.call_cost(model.model, pt, ct, served_as=data.get("model"), cached_tokens=cached)
-        return str(output), pt, ct, cost
+        served, fingerprint = data.get("model"), data.get("system_fingerprint")
+        return str(output), pt, ct, cost, _text(served), _text(fingerprint)
+
+
+# output, prompt tokens, completion tokens, cost, served model, system fingerprint
+_Reply = tuple[str, "int | None", "int | None", "float | None", "str | None", "str | None"]
+
+
+def _text(value: Any) -> str | None:
+    """A provider's id field as text; absent or empty is None (many OpenAI-compatible servers send neither)."""
+    return str(value) if value else None
 
 
 class _UnknownLocalModel(Exception):
     status_code = 404
 
 
-def _local(model: ModelConfig, messages: list[dict[str, str]]) -> tuple[str, int | None, int | None, float | None]:
+def _local(model: ModelConfig, messages: list[dict[str, str]]) -> _Reply:
     """The embedded baseline, in-process; same answer and token counts as its litellm custom provider."""
     from workbench import baseline
 
@@ -291,12 +302,11 @@ def _local(model: ModelConfig, messages: list[dict[str, str]]) -> tuple[str, int
         known = sorted(baseline.MODELS)
         raise _UnknownLocalModel(f"unknown local model {model.model!r}; the embedded models are {known}")
     text, prompt_tokens, completion_tokens = baseline.respond(messages)
-    return text, prompt_tokens, completion_tokens, None
+    # the served model is the requested one (as its litellm provider reports it); no fingerprint: it is code
+    return text, prompt_tokens, completion_tokens, None, model.model, None
 
 
-async def _litellm(
-    model: ModelConfig, messages: list[dict[str, str]], key: str | None
-) -> tuple[str, int | None, int | None, float | None]:
+async def _litellm(model: ModelConfig, messages: list[dict[str, str]], key: str | None) -> _Reply:
     litellm = litellm_module()
     kwargs: dict[str, Any] = dict(model.params)
     if model.api_base:
@@ -310,7 +320,13 @@ async def _litellm(
     usage = getattr(resp, "usage", None)
     pt = getattr(usage, "prompt_tokens", None) if usage else None
     ct = getattr(usage, "completion_tokens", None) if usage else None
-    return str(output or ""), pt, ct, _cost(litellm, resp)
+    served = _text(getattr(resp, "model", None))
+    prefix = f"{model.provider}/"
+    if served and model.provider != "local" and served.startswith(prefix) and not _wire_name(model).startswith(prefix):
+        # litellm prefixes some providers' reply ids (lm_studio/x for the x the server sent): report what the
+        # endpoint said, as the openai route does ("local/" is the embedded baseline's own id on both routes)
+        served = served[len(prefix) :]
+    return str(output or ""), pt, ct, _cost(litellm, resp), served, _text(getattr(resp, "system_fingerprint", None))
 
 
 def _api_key(model: ModelConfig, route: str) -> str | None:

@@ -6,6 +6,8 @@ With the cache, every cell is answered by the response it had, so the scores mus
 it, every model and judge call is sent again, and the per-metric paired test shows nondeterminism or drift.
 ``retry_failed_judgements`` drops the cached judge replies behind scores that failed (e.g. a reply that did not
 parse), so those prompts are asked again and their new replies cached.
+The report also names each variant whose provider-reported model id or ``system_fingerprint`` differs between
+the original and the replay: the provider changed what serves the model, a likely cause of drift.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class ReplayReport:
     changed_outputs: int = 0
     cells: int = 0
     retried_judgements: int = 0
+    # per variant whose provider-reported ids changed: {"variant", "field", "original", "replayed"}
+    served_changes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -56,6 +60,7 @@ class ReplayReport:
             "cells": self.cells,
             "changed_outputs": self.changed_outputs,
             "retried_judgements": self.retried_judgements,
+            "served_changes": self.served_changes,
             "metrics": self.metrics,
         }
 
@@ -70,6 +75,12 @@ class ReplayReport:
             lines.append(
                 f"  {m['metric']}: {m['original']:.4f} -> {m['replayed']:.4f} ({m['diff']:+.4f}, "
                 f"CI {m['ci_low']:+.4f}..{m['ci_high']:+.4f}, p={m['p_value']:.3g}, {m['changed_cells']} cells changed)"
+            )
+        for c in self.served_changes:
+            what = "system fingerprint" if c["field"] == "system_fingerprints" else "served model"
+            lines.append(
+                f"  {c['variant']}: {what} changed {', '.join(c['original'])} -> {', '.join(c['replayed'])}: the "
+                "provider changed what serves this model, a likely cause of drift"
             )
         return "\n".join(lines)
 
@@ -159,6 +170,13 @@ def compare_runs(original: Run, replayed: Run, use_cache: bool, retried: int, st
     report = ReplayReport(original.run_id, replayed.run_id, use_cache, cells=len(common))
     report.changed_outputs = int(sum(not _same(x, y) for x, y in zip(a["output"], b["output"])))
     report.retried_judgements = retried
+    served_a = original.store.served_by(original.run_id)
+    served_b = replayed.store.served_by(replayed.run_id)
+    for variant in served_a:
+        for key in ("served_models", "system_fingerprints"):
+            xa, xb = served_a[variant][key], (served_b.get(variant) or {}).get(key) or []
+            if xa and xb and xa != xb:
+                report.served_changes.append({"variant": variant, "field": key, "original": xa, "replayed": xb})
     for m in original.info["spec"]["metrics"]:
         label = m["label"]
         if label not in a.columns or label not in b.columns:

@@ -3,6 +3,9 @@
 Why by variant name: a grid's variants are its columns, and users rename prompts or models far less than they
 edit them; variants present in one run only are listed as such. Corpus *paths* are not a change (the same
 documents in another folder are the same corpus, see issue 13); a corpus whose content differs is.
+What the provider says served each variant (reply ``model`` ids, ``system_fingerprint``) is compared too, under
+``served``: same config but another backend is the first suspect when scores move. It is reported only when
+both runs recorded ids (older runs have none) and the requested model is unchanged (else ``model.model`` says it).
 Score deltas are paired by case (``stats.paired_compare``, B minus A) where both runs scored the same cases.
 """
 
@@ -56,6 +59,16 @@ def _retriever(v: dict[str, Any], corpus_hash: str | None) -> dict[str, Any] | N
     return out
 
 
+def _served_changed(a: dict[str, list[str]], b: dict[str, list[str]]) -> dict[str, list[Any]]:
+    """Provider-reported ids that differ, where both runs recorded some (an old run's empty list is unknown)."""
+    out: dict[str, list[Any]] = {}
+    for key in ("served_models", "system_fingerprints"):
+        xa, xb = a.get(key) or [], b.get(key) or []
+        if xa and xb and xa != xb:
+            out[key] = [xa, xb]
+    return out
+
+
 @dataclass
 class RunDiff:
     """The differences between run ``a`` and run ``b``; ``changes`` names each one in a line."""
@@ -81,6 +94,7 @@ class RunDiff:
                 out.append(f"{name}: prompt")
             out += [f"{name}: model.{k}" for k in what.get("model", {})]
             out += [f"{name}: retriever.{k}" for k in what.get("retriever", {})]
+            out += [f"{name}: served.{k}" for k in what.get("served", {})]
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -118,7 +132,7 @@ class RunDiff:
         for name, what in self.variants["changed"].items():
             lines.append(f"variant {name}:")
             lines += ["  " + line for line in what.get("prompt", [])]
-            for part in ("model", "retriever"):
+            for part in ("model", "retriever", "served"):
                 for k, (va, vb) in what.get(part, {}).items():
                     lines.append(f"  {part}.{k}: {va!r} -> {vb!r}")
         if self.scores:
@@ -169,6 +183,7 @@ def diff_runs(run_a: Run, run_b: Run, confidence: float = 0.95) -> RunDiff:
     vb = {v["name"]: v for v in sb["variants"]}
     corpus_a = {v["variant"]: v.get("corpus_hash") for v in run_a.store.run_variants(run_a.run_id)}
     corpus_b = {v["variant"]: v.get("corpus_hash") for v in run_b.store.run_variants(run_b.run_id)}
+    served_a, served_b = run_a.store.served_by(run_a.run_id), run_b.store.served_by(run_b.run_id)
     changed: dict[str, Any] = {}
     for name in [n for n in va if n in vb]:
         x, y = va[name], vb[name]
@@ -189,6 +204,10 @@ def diff_runs(run_a: Run, run_b: Run, confidence: float = 0.95) -> RunDiff:
         retriever = _changed(_retriever(x, corpus_a.get(name)) or {}, _retriever(y, corpus_b.get(name)) or {})
         if retriever:
             what["retriever"] = retriever
+        if "model" not in model:
+            served = _served_changed(served_a.get(name) or {}, served_b.get(name) or {})
+            if served:
+                what["served"] = served
         if what:
             changed[name] = what
     variants = {

@@ -926,7 +926,7 @@ class _Executor:
     ) -> None:
         """Buffer one finished cell with its scores and judge calls: they always land in one batch.
 
-        res = (output, prompt_tokens, completion_tokens, cost, latency_ms).
+        res = (output, prompt_tokens, completion_tokens, cost, latency_ms[, served_model, system_fingerprint]).
         """
         record = {
             "case_id": cell.case_id,
@@ -943,6 +943,9 @@ class _Executor:
             "cost": res[3] if res else None,
             "cached": cached,
             "retrieved": dumps(cell.retrieved) if cell.retrieved is not None else None,
+            # a cache hit carries the ids of the response it reuses: what served the original call
+            "served_model": res[5] if res and len(res) > 5 else None,
+            "system_fingerprint": res[6] if res and len(res) > 6 else None,
         }
         with self.lock:
             self.buffer_cells.append(record)
@@ -1249,7 +1252,15 @@ class _Executor:
             for cell in group:
                 self._record(cell, None, False, [], error=str(exc), error_kind=type(exc).__name__)
             return
-        res = (result.output, result.prompt_tokens, result.completion_tokens, result.cost, result.latency_ms)
+        res = (
+            result.output,
+            result.prompt_tokens,
+            result.completion_tokens,
+            result.cost,
+            result.latency_ms,
+            result.served_model,
+            result.system_fingerprint,
+        )
         with self.lock:
             self.buffer_responses.append(
                 {
@@ -1260,6 +1271,8 @@ class _Executor:
                     "completion_tokens": result.completion_tokens,
                     "cost": result.cost,
                     "latency_ms": result.latency_ms,
+                    "served_model": result.served_model,
+                    "system_fingerprint": result.system_fingerprint,
                 }
             )
         s.tokens += (result.prompt_tokens or 0) + (result.completion_tokens or 0)

@@ -251,6 +251,19 @@ def m110_i10_run_owners(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m131_i13_served_by(con: duckdb.DuckDBPyConnection) -> None:
+    """What the provider says served each call: its reply's ``model`` and ``system_fingerprint`` (issue 13).
+
+    On ``responses`` (the cache: a hit carries the original's ids) and on ``cells`` (each cell keeps the ids of
+    the response that answered it, so a no-cache replay's new fingerprint never rewrites the original run's).
+    Nullable: rows written before, and providers that send neither, have NULL.
+    """
+    for table in ("responses", "cells"):
+        con.execute(f"ALTER TABLE {table} ADD COLUMN served_model TEXT")
+        con.execute(f"ALTER TABLE {table} ADD COLUMN system_fingerprint TEXT")
+
+
 # ---------------------------------------------------------------------------------------------
 # connections
 
@@ -833,6 +846,28 @@ class Store:
             (total,) = _first(con.execute("SELECT count(*) FROM runs"))
         return rows, int(total)
 
+    def catalog(self) -> dict[str, list[dict[str, Any]]]:
+        """Datasets, prompts, corpora and the retrievers runs used, as plain records from one connection.
+
+        No pandas on purpose: the JupyterLab sidebar's first load would otherwise wait for its import (~0.5 s).
+        """
+        queries = {
+            "datasets": "SELECT name, version, hash, n_cases, id_column, source, created_at FROM datasets "
+            "ORDER BY name, version",
+            "prompts": 'SELECT name, version, hash, system, "user", created_at FROM prompts ORDER BY name, version',
+            "corpora": "SELECT name, version, hash, n_docs, source, created_at FROM corpora ORDER BY name, version",
+            "retrievers": "SELECT retriever_name AS name, retriever_hash AS hash, count(DISTINCT run_id) AS runs, "
+            "min(run_id) AS example_run FROM run_variants WHERE retriever_name IS NOT NULL GROUP BY ALL "
+            "ORDER BY name",
+        }
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self.connect() as con:
+            for key, query in queries.items():
+                cur = con.execute(query)
+                names = [d[0] for d in cur.description]
+                out[key] = [dict(zip(names, r)) for r in cur.fetchall()]
+        return out
+
     def run_variants(self, run_id: str) -> list[dict[str, Any]]:
         with self.connect() as con:
             cur = con.execute("SELECT * FROM run_variants WHERE run_id=$1 ORDER BY position", [run_id])
@@ -840,6 +875,17 @@ class Store:
             return [dict(zip(names, r)) for r in cur.fetchall()]
 
     # -- cells, scores, cache --------------------------------------------------------------
+
+    def served_by(self, run_id: str) -> dict[str, dict[str, list[str]]]:
+        """Per variant, the distinct provider-reported model ids and system fingerprints of its answered cells."""
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT variant, list(DISTINCT served_model ORDER BY served_model) FILTER (WHERE served_model "
+                "IS NOT NULL), list(DISTINCT system_fingerprint ORDER BY system_fingerprint) FILTER (WHERE "
+                "system_fingerprint IS NOT NULL) FROM cells WHERE run_id=$1 GROUP BY variant ORDER BY variant",
+                [run_id],
+            ).fetchall()
+        return {r[0]: {"served_models": list(r[1] or []), "system_fingerprints": list(r[2] or [])} for r in rows}
 
     def stored_cells(self, run_id: str, include_failed: bool = True) -> set[tuple[str, str, int]]:
         """Keys of cells already stored for a run (what resume skips)."""
@@ -859,8 +905,8 @@ class Store:
                 return {}
             con.register("_keys", pa.table({"k": pa.array(list(keys), pa.string())}))
             rows = con.execute(
-                "SELECT request_key, output, prompt_tokens, completion_tokens, cost, latency_ms "
-                "FROM responses JOIN _keys ON request_key = k"
+                "SELECT request_key, output, prompt_tokens, completion_tokens, cost, latency_ms, served_model, "
+                "system_fingerprint FROM responses JOIN _keys ON request_key = k"
             ).fetchall()
             con.unregister("_keys")
         return {r[0]: r[1:] for r in rows}
@@ -955,8 +1001,9 @@ class Store:
             con.register("_resp", pa.Table.from_pylist(responses, schema=_RESPONSE_SCHEMA()))
             con.execute(
                 "INSERT INTO responses (request_key, model, output, prompt_tokens, completion_tokens, cost, "
-                "latency_ms) SELECT request_key, model, output, prompt_tokens, completion_tokens, cost, "
-                "latency_ms FROM _resp ON CONFLICT DO NOTHING"
+                "latency_ms, served_model, system_fingerprint) SELECT request_key, model, output, prompt_tokens, "
+                "completion_tokens, cost, latency_ms, served_model, system_fingerprint FROM _resp "
+                "ON CONFLICT DO NOTHING"
             )
             con.unregister("_resp")
         if cells:
@@ -977,9 +1024,10 @@ class Store:
                 con.execute("DROP TABLE _failed")
             con.execute(
                 "INSERT INTO cells (run_id, case_id, variant, repeat, request_key, messages, output, error, "
-                "error_kind, latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved) "
-                "SELECT $1, case_id, variant, repeat, request_key, messages, output, error, error_kind, "
-                "latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved FROM _cells "
+                "error_kind, latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved, served_model, "
+                "system_fingerprint) SELECT $1, case_id, variant, repeat, request_key, messages, output, error, "
+                "error_kind, latency_ms, prompt_tokens, completion_tokens, cost, cached, retrieved, served_model, "
+                "system_fingerprint FROM _cells "
                 "ON CONFLICT DO NOTHING",
                 [run_id],
             )
@@ -1309,6 +1357,8 @@ def _RESPONSE_SCHEMA() -> Any:
             ("completion_tokens", pa.int64()),
             ("cost", pa.float64()),
             ("latency_ms", pa.float64()),
+            ("served_model", pa.string()),
+            ("system_fingerprint", pa.string()),
         ]
     )
 
@@ -1332,6 +1382,8 @@ def _CELL_SCHEMA() -> Any:
             ("cost", pa.float64()),
             ("cached", pa.bool_()),
             ("retrieved", pa.string()),
+            ("served_model", pa.string()),
+            ("system_fingerprint", pa.string()),
         ]
     )
 

@@ -1,6 +1,8 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import type { IViewState } from './logic';
+
 /** GET `<base>/llmops/api/<endPoint>` and parse the JSON (errors carry the server's message). */
 export async function requestAPI<T>(
   endPoint: string,
@@ -71,32 +73,73 @@ export interface IPrompt {
   created_at: string;
 }
 
-export interface ICell {
+/** A text of the grid page: clipped at the server (`cut` characters not sent). */
+export interface IText {
+  text: string | null;
+  cut: number;
+}
+
+export interface IChunk {
+  id: string;
+  doc_id: string;
+  score: number | null;
+  text: string | null;
+  cut: number;
+}
+
+/** One repeat of a cell, as workbench.gridview.GridQuery.page returns it (the notebook grid's shape). */
+export interface IRepeat {
+  repeat: number;
   output: string | null;
+  cut: number;
   error: string | null;
+  error_kind: string | null;
   latency_ms: number | null;
+  tokens: number | null;
   cost: number | null;
   cached: boolean;
   scores: Record<string, number | null>;
-  delta?: Record<string, number>;
+  score_errors: Record<string, string>;
+  chunks: IChunk[];
+  /** [segment, changed] pairs when the view asks for a word diff (vs baseline or expected) */
+  diff?: [string, boolean][];
 }
 
+export interface IGridCell {
+  repeats: IRepeat[];
+  feedback: { thumbs: boolean | null; rating: number | null; comments: { text: string }[]; n: number };
+}
+
+export interface IGridRow {
+  case_id: string;
+  inputs: Record<string, IText>;
+  expected: IText | null;
+  cells: Record<string, IGridCell>;
+}
+
+export interface IMetricInfo {
+  name: string;
+  min: number | null;
+  max: number | null;
+  higher_is_better: boolean;
+}
+
+/** `runs/<id>/grid`: GridQuery.page(state) plus what the controls choose from and the state used. */
 export interface IGridPage {
-  run_id: string;
+  rows: IGridRow[];
   total: number;
+  n_cases: number;
   page: number;
-  page_size: number;
-  variants: string[];
-  all_variants: string[];
-  metrics: string[];
-  baseline: string | null;
-  input_columns: string[];
-  rows: {
-    case_id: string;
-    position: number;
-    inputs: Record<string, unknown>;
-    cells: Record<string, ICell | null>;
-  }[];
+  pages: number;
+  runs: { run_id: string; status: string; cells: number; stored: number }[];
+  live: boolean;
+  version: string;
+  metrics: IMetricInfo[];
+  state: IViewState;
+  columns: { key: string; run_id: string; variant: string }[];
+  metric_names: string[];
+  dataset_columns: string[];
+  id_column: string | null;
 }
 
 export function q(ws: string, extra: Record<string, string | number> = {}): string {

@@ -39,94 +39,116 @@ export class Backoff {
   private _delay: number;
 }
 
-export interface IMetricFilter {
-  metric: string;
-  op: string;
-  value: number;
-  variant?: string;
-}
-
-export interface IGridState {
-  page: number;
-  pageSize: number;
+/**
+ * The grid's view state: the notebook EvalGrid's traits, field for field (workbench.gridview.ViewState),
+ * so both faces ask the server's one query (GridQuery) the same question.
+ */
+export interface IViewState {
+  show: string;
+  failure_metric: string;
+  failure_op: string;
+  failure_threshold: number;
+  disagree_metric: string;
+  disagree_spread: number;
   search: string;
-  errorsOnly: boolean;
-  metricFilters: IMetricFilter[];
-  variants: string[] | null;
-  sortMetric: string | null;
-  sortVariant: string | null;
-  descending: boolean;
-  baseline: string | null;
+  search_regex: boolean;
+  feedback: string;
+  sort_by: string;
+  sort_metric: string;
+  sort_column: string;
+  sort_desc: boolean;
+  baseline: string;
+  diff: string;
+  expected_column: string;
+  input_columns: string[];
+  page: number;
+  page_size: number;
 }
 
-export function defaultGridState(): IGridState {
-  return {
-    page: 0,
-    pageSize: 25,
-    search: '',
-    errorsOnly: false,
-    metricFilters: [],
-    variants: null,
-    sortMetric: null,
-    sortVariant: null,
-    descending: true,
-    baseline: null
-  };
+export const SHOW_OPTIONS: [string, string][] = [
+  ['all', 'all rows'],
+  ['errors', 'errors'],
+  ['failures', 'failures'],
+  ['passes', 'passes'],
+  ['disagree', 'variants disagree']
+];
+
+export const SORT_OPTIONS: [string, string][] = [
+  ['case', 'dataset order'],
+  ['metric', 'metric'],
+  ['delta', 'delta to baseline'],
+  ['disagreement', 'disagreement'],
+  ['latency', 'latency'],
+  ['cost', 'cost']
+];
+
+/** Settings that change what a row shows but not which rows: changing them keeps the page. */
+const KEEPS_PAGE = new Set(['page', 'baseline', 'diff', 'expected_column', 'input_columns']);
+
+/** The next view state: a filter or sort change goes back to the first page (as the notebook grid does). */
+export function nextState(
+  s: Partial<IViewState>,
+  patch: Partial<IViewState>
+): Partial<IViewState> {
+  const keep = Object.keys(patch).every(k => KEEPS_PAGE.has(k));
+  return { ...s, ...patch, page: keep ? (patch.page ?? s.page ?? 0) : 0 };
 }
 
-/** The server's grid query string for a view state (only non-default parts are sent). */
-export function gridQuery(ws: string, s: IGridState): string {
+/** The server's grid query string: the workspace and the view state as JSON (the server fills in defaults). */
+export function gridQuery(ws: string, s: Partial<IViewState>): string {
   const q = new URLSearchParams();
   q.set('ws', ws);
-  q.set('page', String(s.page));
-  q.set('page_size', String(s.pageSize));
-  const filters: Record<string, unknown> = {};
-  if (s.search.trim()) {
-    filters.search = s.search.trim();
-  }
-  if (s.errorsOnly) {
-    filters.errors_only = true;
-  }
-  if (s.metricFilters.length) {
-    filters.metrics = s.metricFilters;
-  }
-  if (s.variants) {
-    filters.variants = s.variants;
-  }
-  if (Object.keys(filters).length) {
-    q.set('filters', JSON.stringify(filters));
-  }
-  if (s.sortMetric) {
-    q.set(
-      'sort',
-      [s.sortMetric, s.sortVariant ?? '', s.descending ? 'desc' : 'asc'].join(
-        ':'
-      )
-    );
-  }
-  if (s.baseline) {
-    q.set('baseline', s.baseline);
-  }
+  q.set('view', JSON.stringify(s));
   return q.toString();
 }
 
-/**
- * Parse "metric op value" (any variant) or "metric@variant op value" (e.g. "token_f1@terse < 0.5")
- * into a metric filter, or null when it does not parse.
- */
-export function parseMetricFilter(text: string): IMetricFilter | null {
-  const m =
-    /^\s*([\w.\-]+)(?:@([^\s<>=!]+))?\s*(<=|>=|!=|==|<|>|=)\s*(-?\d+(?:\.\d+)?)\s*$/.exec(
-      text
-    );
-  if (!m) {
+/** A score as the notebook grid shows it: 2 decimals below 10, fewer above. */
+export function formatGridScore(v: number | null | undefined): string {
+  if (v === null || v === undefined) {
+    return '–';
+  }
+  const a = Math.abs(v);
+  if (a >= 1000) {
+    return Math.round(v).toLocaleString('en-US');
+  }
+  if (a >= 100) {
+    return v.toFixed(0);
+  }
+  return a >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+
+/** The difference to the baseline as a signed short text and whether it is better, worse or equal. */
+export function scoreDelta(
+  v: number | null | undefined,
+  base: number | null | undefined,
+  higherIsBetter = true
+): { text: string; trend: 'up' | 'down' | 'same' } | null {
+  if (v === null || v === undefined || base === null || base === undefined) {
     return null;
   }
-  const f: IMetricFilter = { metric: m[1], op: m[3], value: Number(m[4]) };
-  if (m[2]) {
-    f.variant = m[2];
+  const d = v - base;
+  if (Math.abs(d) < 1e-9) {
+    return { text: '±0', trend: 'same' };
   }
-  return f;
+  const good = higherIsBetter ? d > 0 : d < 0;
+  return { text: `${d > 0 ? '+' : '−'}${formatGridScore(Math.abs(d))}`, trend: good ? 'up' : 'down' };
+}
+
+export function formatMs(v: number | null | undefined): string | null {
+  if (v === null || v === undefined) {
+    return null;
+  }
+  if (v < 1) {
+    return '<1 ms';
+  }
+  return v >= 1000 ? `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)} s` : `${Math.round(v)} ms`;
+}
+
+/** "rows 1–25 of 40 cases", or "… of 12 (filtered from 40 cases)". */
+export function rowsLabel(page: number, pageSize: number, total: number, nCases: number): string {
+  const first = total ? page * pageSize + 1 : 0;
+  const last = Math.min(total, (page + 1) * pageSize);
+  return `rows ${first}–${last} of ${total}` + (total !== nCases ? ` (filtered from ${nCases} cases)` : ' cases');
 }
 
 export function pageCount(total: number, pageSize: number): number {

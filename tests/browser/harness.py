@@ -47,6 +47,26 @@ def chromium_available() -> bool:
     return Path(CHROMIUM).exists()
 
 
+def _tree_extension(private: Path) -> Path:
+    """A data dir that makes the lab load this tree's extensions, as ``PYTHONPATH`` makes it import this tree.
+
+    The server extension (``workbench.labserver``) is enabled in the private config; the labextension built
+    from ``extension/`` (``workbench/labextension``, made by ``pip install`` or ``jlpm build:prod``) is linked
+    in, so browser tests see the TypeScript of this checkout, not whatever the environment installed earlier.
+    """
+    data = private / "data"
+    (private / "config").mkdir(parents=True, exist_ok=True)
+    (private / "config" / "jupyter_server_config.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {"workbench.labserver": True}}})
+    )
+    built = REPO / "workbench" / "labextension"
+    link = data / "labextensions" / "llmops-workbench"
+    if (built / "package.json").is_file() and not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(built, target_is_directory=True)
+    return data
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,8 +112,10 @@ class JupyterServer:
             json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
         )
         env = dict(os.environ)
+        data = _tree_extension(private)
         env.update(
             {
+                "JUPYTER_PATH": os.pathsep.join(p for p in (str(data), env.get("JUPYTER_PATH", "")) if p),
                 "JUPYTER_CONFIG_DIR": str(config),
                 "JUPYTER_RUNTIME_DIR": str(private / "runtime"),
                 "JUPYTERLAB_SETTINGS_DIR": str(private / "settings"),

@@ -8,6 +8,7 @@ panel of a finished run is paged and filtered, a prompt diff is opened, and a pa
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -144,20 +145,64 @@ def test_sidebar_follows_a_running_kernel_then_grid_and_diff(
     )
     assert grid.locator("tbody tr").count() == CASES - 25
     assert not set(first_ids) & set(grid.locator(".jp-llmops-case-id").all_inner_texts())
-    flt = grid.locator(".jp-llmops-metric-filter")
-    flt.fill("token_f1@with-context < 0.15")
-    flt.press("Enter")
-    pg.wait_for_function(
-        f"() => {{ const t = document.querySelector('.jp-llmops-grid .jp-llmops-page-label').innerText;"
-        f" return t.startsWith('Page 1') && !t.includes('· {CASES} cases'); }}"
-    )
+    # the notebook grid's filters: "failures" of token_f1 above 0.3 (any variant), then a regex search
+
+    def answered(action: Any) -> None:
+        """Do ``action`` on a grid control and wait until the grid has drawn the server's answer."""
+        with pg.expect_response(lambda r: "/llmops/api/runs/" in r.url and "/grid" in r.url):
+            action()
+        pg.wait_for_timeout(200)
+
+    answered(lambda: grid.locator(".jp-llmops-show").select_option("failures"))
+    assert grid.locator(".jp-llmops-failure-metric").input_value() == "token_f1"
+    answered(lambda: grid.locator(".jp-llmops-failure-op").select_option(">"))
+    thr = grid.locator(".jp-llmops-failure-threshold")
+    thr.fill("0.3")
+    answered(lambda: thr.press("Enter"))
     n = int(re.search(r"· (\d+) cases", label.inner_text()).group(1))
-    assert 0 < n < CASES
-    col = grid.locator("tbody tr td:nth-child(2) .jp-llmops-score", has_text="token_f1").all_inner_texts()
-    assert len(col) == min(n, 25) and all(float(s.split()[1]) < 0.15 for s in col), col
-    grid.locator(".jp-llmops-baseline-select").select_option("question-only")
-    pg.wait_for_selector(".jp-llmops-grid .jp-llmops-up, .jp-llmops-grid .jp-llmops-down")
+    assert label.inner_text().startswith("Page 1") and 0 < n < CASES
+    assert (
+        grid.locator(".jp-llmops-rows-label").inner_text()
+        == f"rows 1–{min(n, 25)} of {n} (filtered from {CASES} cases)"
+    )
+    rows = grid.locator("tbody tr")
+    assert rows.count() == min(n, 25)
+    for i in range(rows.count()):
+        f1 = [
+            float(t.split()[1])
+            for t in rows.nth(i).locator(".jp-llmops-score[data-metric='token_f1']").all_inner_texts()
+        ]
+        assert len(f1) == 2 and max(f1) > 0.3, f1
+    texts = grid.locator(".jp-llmops-score").all_inner_texts()
+    score = re.compile(r"(token_f1|contains) \d\.\d\d( [+−]\d\.\d\d| ±0)?")  # rounded, no reprs
+    assert all(score.fullmatch(t) for t in texts), texts[:6]
+    answered(lambda: grid.locator(".jp-llmops-baseline-select").select_option("question-only"))
+    deltas = grid.locator("td[data-column='with-context'] .jp-llmops-score[data-metric='token_f1'] .jp-llmops-delta")
+    assert deltas.count() == min(n, 25) and all(d.strip().startswith("+") for d in deltas.all_inner_texts())
     page.screenshot("grid-filtered")
+
+    answered(lambda: grid.locator(".jp-llmops-show").select_option("all"))
+    answered(lambda: grid.locator(".jp-llmops-regex").check())
+    search = grid.locator(".jp-llmops-search")
+    search.fill("surg(ery|ical)")
+    answered(lambda: search.press("Enter"))
+    from workbench.demo import data_path
+
+    cases = [json.loads(line) for line in data_path().read_text().splitlines() if line.strip()][:CASES]
+    want = [c["pmid"] for c in cases if any(re.search("surg(ery|ical)", str(v)) for v in c.values())]
+    assert 0 < len(want) < CASES
+    assert grid.locator(".jp-llmops-case-id").all_inner_texts() == want[:25]
+    assert label.inner_text() == f"Page 1 of 1 · {len(want)} cases"
+    page.screenshot("grid-search")
+    context = grid.locator("tbody tr").first.locator(".jp-llmops-input", has_text="context:")
+    short = context.inner_text()
+    assert short.endswith("more") and "…" in short  # clipped on the page, with a way to read it all
+    context.locator(".jp-llmops-more-text").click()
+    assert len(context.inner_text()) > len(short) + 100 and context.inner_text().endswith("less")
+    answered(lambda: grid.locator(".jp-llmops-diff-select").select_option("expected"))
+    marks = grid.locator("td[data-column='with-context'] mark.jp-llmops-diff-mark")
+    assert marks.count() > 0  # words of the output not in the expected answer are highlighted
+    page.screenshot("grid-diff")
 
     # --- a prompt diff -------------------------------------------------------------------------------
     sidebar.locator("details[data-section='prompts'] > summary").click()
