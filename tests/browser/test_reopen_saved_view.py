@@ -296,3 +296,37 @@ def _check_nbconvert(chromium: Any, path: Path, rows: list[str]) -> None:
         table.screenshot(path=str(harness.artifacts_dir() / f"{PREFIX}nbconvert-grid.png"))
     finally:
         context.close()
+
+
+_SAVE_STATE_JS = """async () => { const r = await window.jupyterapp.serviceManager.settings.fetch(
+    '@jupyter-widgets/jupyterlab-manager:plugin'); return r.settings ? r.settings.saveState : undefined; }"""
+
+
+def test_notebook7_turns_saving_on_once_and_keeps_the_users_choice(chromium, tmp_path):
+    """Notebook 7 loads the same extension: saving is turned on when unset, and a user's "off" stays off."""
+    data = tmp_path / "jupyter-data"
+    (data / "labextensions").mkdir(parents=True)
+    built = harness.REPO / "workbench" / "labextension"
+    assert (built / "package.json").exists(), "build the labextension first: cd extension && jlpm build"
+    (data / "labextensions" / "llmops-workbench").symlink_to(built, target_is_directory=True)
+    env = {"JUPYTER_PATH": os.pathsep.join(p for p in (str(data), os.environ.get("JUPYTER_PATH", "")) if p)}
+    with harness.JupyterServer(tmp_path / "root", tmp_path / "workspace", app="notebook", env=env) as server:
+        harness.write_notebook(server.root_dir / "empty.ipynb", ["1 + 1"])
+        context = chromium.new_context(viewport={"width": 1200, "height": 800})
+        try:
+            nb = harness.NotebookPage(context.new_page(), server, harness.artifacts_dir(), prefix=PREFIX)
+            nb.page.set_default_timeout(60_000)
+            nb.open("empty.ipynb")
+            assert nb.eval("() => window.jupyterapp.isPluginActivated('llmops-workbench:plugin')")
+            nb.page.wait_for_function(f"async () => (await ({_SAVE_STATE_JS})()) === true", timeout=30_000)
+            # the user turns it off; the extension, activated again on the next page load, leaves it off
+            nb.eval(
+                """() => window.jupyterapp.serviceManager.settings.save(
+                    '@jupyter-widgets/jupyterlab-manager:plugin', '{"saveState": false}')"""
+            )
+            nb.open("empty.ipynb")
+            assert nb.eval("() => window.jupyterapp.isPluginActivated('llmops-workbench:plugin')")
+            nb.page.wait_for_timeout(2000)  # activation's settings write, were there one, is long done
+            assert nb.eval(_SAVE_STATE_JS) is False
+        finally:
+            context.close()

@@ -62,7 +62,9 @@ class EvalGrid(anywidget.AnyWidget):
     columns: t.List[Any] = t.List().tag(sync=True)
     metric_names = t.List(t.Unicode()).tag(sync=True)
     dataset_columns = t.List(t.Unicode()).tag(sync=True)
-    #: the page at display time, saved with the widget state: what a viewer without a kernel renders
+    #: the page saved with the widget state, what a viewer without a kernel renders: set here at display
+    #: time; the browser then keeps its copy at the page on screen (grid.js fills it in place, sending
+    #: nothing back), so a notebook saved later holds the view the user chose
     snapshot: t.Dict[str, Any] = t.Dict().tag(sync=True)
 
     def __init__(self, store: Store, run_ids: list[str], author: str | None = None, **view: Any) -> None:
