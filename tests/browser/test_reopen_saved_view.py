@@ -200,6 +200,13 @@ def test_saved_notebook_reopens_at_its_view_without_a_kernel(chromium, lab_with_
         assert baseline.first.input_value() == "question-only"
         _check_readable(text)
         nb.screenshot("reopened-grid", nb.page.locator(GRID))
+        # changing the view needs a kernel: the grid says so and keeps the saved view and its toolbar
+        show = nb.page.locator(f'{GRID} label.lw-field:has(> span.lw-field-label:text-is("Show")) select').first
+        show.select_option("all")
+        nb.page.wait_for_selector(f"{GRID} .lw-banner.lw-show")
+        assert "no live kernel" in nb.page.locator(f"{GRID} .lw-banner").inner_text()
+        assert _rows(nb) == live_rows and "page 2 of" in _grid_text(nb)
+        assert show.input_value() == "errors"
 
         # the charts: JupyterLab draws the saved Vega-Lite spec (no kernel involved)
         chart = nb.page.locator(".jp-RenderedVegaLite").first

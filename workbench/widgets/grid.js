@@ -115,6 +115,8 @@ function render({ model, el }) {
   const get = (k) => model.get(k);
   const metricsInfo = () => new Map(((data && data.metrics) || []).map((m) => [m.name, m]));
 
+  let deadKernel = false; // true once a saved snapshot went 5 s without any answer from a kernel
+
   function request(type = "page", extra = {}) {
     seq += 1;
     if (type === "page") {
@@ -126,6 +128,14 @@ function render({ model, el }) {
   }
 
   function setState(changes, resetPage = true) {
+    if (deadKernel) {
+      // a notebook reopened without its kernel: nothing can answer, so the saved view stays on screen and
+      // the toolbar goes back to it rather than showing a choice that will never load
+      banner.replaceChildren(h("span", null, "no live kernel: run the cell again to filter, sort or page"));
+      banner.classList.add("lw-show");
+      buildToolbar();
+      return;
+    }
     for (const [k, v] of Object.entries(changes)) model.set(k, v);
     if (resetPage) model.set("page", 0);
     model.save_changes();
@@ -679,10 +689,12 @@ function render({ model, el }) {
       root.dataset.renderedSeq = String(msg.seq === null || msg.seq === undefined ? 0 : msg.seq);
       root.dataset.total = String(msg.total);
       if (!msg.snapshot) {
+        deadKernel = false;
         keepSnapshot(msg);
         schedulePoll(changed);
       }
     } else if (msg.type === "poll") {
+      deadKernel = false;
       if (data && data.snapshot) {
         data.snapshot = false; // the kernel answered: the page shown is live
         root.dataset.live = "1";
@@ -721,7 +733,10 @@ function render({ model, el }) {
     request();
   }
   const noKernel = setTimeout(() => {
-    if (data && data.snapshot) statusLine.appendChild(h("span", "lw-live", "static snapshot: no live kernel"));
+    if (data && data.snapshot) {
+      deadKernel = true;
+      statusLine.appendChild(h("span", "lw-live", "static snapshot: no live kernel"));
+    }
   }, 5000);
   return () => {
     if (clipWatcher) clipWatcher.disconnect();

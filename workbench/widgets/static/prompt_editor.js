@@ -73,12 +73,7 @@ function render({ model, el: root }) {
     // a notebook reopened without its kernel shows the saved editor, but nothing can take the save
     const dead = "no live kernel: run the cell again to save a version";
     pending = true;
-    try {
-      flush();
-    } catch (err) {
-      saved.textContent = dead; // the model has no comm: syncing throws
-      return;
-    }
+    flush();
     saved.textContent = "saving…";
     model.send({ type: "save" });
     clearTimeout(noKernel);
