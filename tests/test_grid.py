@@ -391,6 +391,17 @@ run.grid(page_size=3)
     states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
     snaps = [s["state"]["snapshot"] for s in states if s["state"].get("snapshot")]
     assert len(snaps) == 1 and len(snaps[0]["rows"]) == 3 and snaps[0]["total"] == 4
+    # nbconvert embeds a widget whose state is saved (blank without the CDN); our preprocessor draws it instead
+    from workbench.widgets.nbstatic import StaticWidgets
+
+    plain, _ = HTMLExporter().from_notebook_node(nb)
+    assert '<table class="lw-static">' not in plain
+    exporter = HTMLExporter(preprocessors=[StaticWidgets])
+    static, _ = exporter.from_notebook_node(nb)
+    rows = re.findall(r'<tr><td>([^<]+)</td>', static.split('<table class="lw-static">')[1].split("</table>")[0])
+    assert rows == [r["case_id"] for r in snaps[0]["rows"]] and "rows 1-3 of 4" in static
+    assert '<script type="application/vnd.jupyter.widget-view+json">' not in static  # no blank embed left
+    assert '"snapshot"' not in static  # nor the grid's state (its page, JS and CSS) in the page
 
 
 def test_cli_grid_prints_the_first_page(grid_env):

@@ -32,7 +32,7 @@ run = ws.experiment("qa", [wb.Prompt("a", "Context: {{{{ passage }}}}\\nQuestion
     NotebookClient(nb, timeout=300, kernel_name="python3").execute()
     with_state, _ = HTMLExporter().from_notebook_node(nb)
     assert "application/vnd.jupyter.widget-state+json" in with_state  # a page with widget state renders the widget
-    nb.metadata.pop("widgets", None)  # what JupyterLab saves by default: no widget state
+    nb.metadata.pop("widgets", None)  # what JupyterLab saves with saveState off: no widget state
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert "completed: 20/20 cells" in html  # the live panel's last state is plain HTML
     assert html.count('src="data:image/png;base64,') >= 1  # the charts as a picture

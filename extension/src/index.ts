@@ -9,11 +9,13 @@ import {
   MainAreaWidget
 } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { DiffPanel, GridPanel } from './grid';
 import { diffLineClass, snippets } from './logic';
 import { LLMOpsSidebar } from './sidebar';
+import { enableWidgetStateSaving, preserveShownWidgetState } from './widgetstate';
 
 const ICON_SVG =
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161">' +
@@ -35,13 +37,27 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'llmops-workbench:plugin',
   description: 'LLMOps Workbench sidebar, run grid and prompt diffs',
   autoStart: true,
-  optional: [ICommandPalette, INotebookTracker, ILayoutRestorer],
+  optional: [ICommandPalette, INotebookTracker, ILayoutRestorer, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     notebooks: INotebookTracker | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    settingRegistry: ISettingRegistry | null
   ) => {
+    if (settingRegistry) {
+      // saved widget state, so a grid reopens at its saved view (never over the user's own choice)
+      enableWidgetStateSaving(settingRegistry).catch(reason =>
+        console.warn('llmops-workbench: could not turn on saved widget state', reason)
+      );
+    }
+    if (notebooks) {
+      // a notebook reopened and saved before its cells run again keeps its grids' saved views
+      const keep = (panel: { context: { ready: Promise<void>; model: any } }) =>
+        void panel.context.ready.then(() => preserveShownWidgetState(panel.context.model));
+      notebooks.forEach(keep);
+      notebooks.widgetAdded.connect((_, panel) => keep(panel));
+    }
     const settings = app.serviceManager.serverSettings;
     const { commands, shell } = app;
 

@@ -115,6 +115,8 @@ function render({ model, el }) {
   const get = (k) => model.get(k);
   const metricsInfo = () => new Map(((data && data.metrics) || []).map((m) => [m.name, m]));
 
+  let deadKernel = false; // true once a saved snapshot went 5 s without any answer from a kernel
+
   function request(type = "page", extra = {}) {
     seq += 1;
     if (type === "page") {
@@ -126,6 +128,14 @@ function render({ model, el }) {
   }
 
   function setState(changes, resetPage = true) {
+    if (deadKernel) {
+      // a notebook reopened without its kernel: nothing can answer, so the saved view stays on screen and
+      // the toolbar goes back to it rather than showing a choice that will never load
+      banner.replaceChildren(h("span", null, "no live kernel: run the cell again to filter, sort or page"));
+      banner.classList.add("lw-show");
+      buildToolbar();
+      return;
+    }
     for (const [k, v] of Object.entries(changes)) model.set(k, v);
     if (resetPage) model.set("page", 0);
     model.save_changes();
@@ -648,6 +658,16 @@ function render({ model, el }) {
     pollTimer = setTimeout(() => request("poll", { version: data.version }), pollDelay);
   }
 
+  // The page on screen becomes the snapshot saved with the widget state, so a notebook saved now reopens
+  // at this view. Filled in place: a set() would upload the page to the kernel with the next view change
+  // (and the kernel would echo it back), doubling the bytes of every page for nothing.
+  function keepSnapshot(msg) {
+    const snap = model.get("snapshot");
+    if (!snap || typeof snap !== "object" || Array.isArray(snap)) return;
+    for (const key of Object.keys(snap)) delete snap[key];
+    Object.assign(snap, msg, { seq: null, snapshot: true });
+  }
+
   function onMsg(msg) {
     if (!msg || typeof msg !== "object") return;
     if (msg.type === "page") {
@@ -668,8 +688,13 @@ function render({ model, el }) {
       root.dataset.kernelMs = String(msg.kernel_ms === undefined ? "" : msg.kernel_ms);
       root.dataset.renderedSeq = String(msg.seq === null || msg.seq === undefined ? 0 : msg.seq);
       root.dataset.total = String(msg.total);
-      if (!msg.snapshot) schedulePoll(changed);
+      if (!msg.snapshot) {
+        deadKernel = false;
+        keepSnapshot(msg);
+        schedulePoll(changed);
+      }
     } else if (msg.type === "poll") {
+      deadKernel = false;
       if (data && data.snapshot) {
         data.snapshot = false; // the kernel answered: the page shown is live
         root.dataset.live = "1";
@@ -708,7 +733,10 @@ function render({ model, el }) {
     request();
   }
   const noKernel = setTimeout(() => {
-    if (data && data.snapshot) statusLine.appendChild(h("span", "lw-live", "static snapshot: no live kernel"));
+    if (data && data.snapshot) {
+      deadKernel = true;
+      statusLine.appendChild(h("span", "lw-live", "static snapshot: no live kernel"));
+    }
   }, 5000);
   return () => {
     if (clipWatcher) clipWatcher.disconnect();

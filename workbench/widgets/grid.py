@@ -62,7 +62,9 @@ class EvalGrid(anywidget.AnyWidget):
     columns: t.List[Any] = t.List().tag(sync=True)
     metric_names = t.List(t.Unicode()).tag(sync=True)
     dataset_columns = t.List(t.Unicode()).tag(sync=True)
-    #: the page at display time, saved with the widget state: what a viewer without a kernel renders
+    #: the page saved with the widget state, what a viewer without a kernel renders: set here at display
+    #: time; the browser then keeps its copy at the page on screen (grid.js fills it in place, sending
+    #: nothing back), so a notebook saved later holds the view the user chose
     snapshot: t.Dict[str, Any] = t.Dict().tag(sync=True)
 
     def __init__(self, store: Store, run_ids: list[str], author: str | None = None, **view: Any) -> None:
@@ -261,38 +263,47 @@ class EvalGrid(anywidget.AnyWidget):
         page = page if page is not None else self.current_page()
         state = self.state
         keys = [c["key"] for c in self.columns]
-        esc = html.escape
+        return page_html(page, keys, state.input_columns, state.page_size, max_chars=max_chars)
 
-        def clip(text: Any) -> str:
-            s = "" if text is None else str(text)
-            return esc(s if len(s) <= max_chars else s[:max_chars] + "…")
 
-        head = "".join(f"<th>{esc(c)}</th>" for c in ["case", *state.input_columns, *keys])
-        body = []
-        for row in page["rows"]:
-            tds = [f"<td>{esc(row['case_id'])}</td>"]
-            tds += [f"<td>{clip(row['inputs'][c]['text'])}</td>" for c in state.input_columns]
-            for k in keys:
-                cell = row["cells"].get(k)
-                if not cell or not cell["repeats"]:
-                    tds.append("<td></td>")
-                    continue
-                r = cell["repeats"][0]
-                text = f"<b>error:</b> {clip(r['error'])}" if r["error"] else clip(r["output"])
-                scores = ", ".join(f"{esc(m)} {_fmt(v)}" for m, v in r["scores"].items() if v is not None)
-                more = f" (+{len(cell['repeats']) - 1} repeats)" if len(cell["repeats"]) > 1 else ""
-                tds.append(f"<td>{text}<br><small>{scores}{esc(more)}</small></td>")
-            body.append("<tr>" + "".join(tds) + "</tr>")
-        runs = ", ".join(f"{esc(r['run_id'])} ({esc(r['status'])})" for r in page["runs"])
-        caption = (
-            f"EvalGrid of {runs}: rows {page['page'] * state.page_size + 1 if page['total'] else 0}-"
-            f"{min(page['total'], (page['page'] + 1) * state.page_size)} of {page['total']} "
-            "(static view: run the notebook for the interactive grid)"
-        )
-        return (
-            f'<table class="lw-static"><caption>{caption}</caption><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>"
-        )
+def page_html(
+    page: dict[str, Any], keys: list[str], input_columns: list[str], page_size: int, max_chars: int = 300
+) -> str:
+    """One grid page as a plain HTML table; also drawn from a saved snapshot (``workbench.widgets.nbstatic``)."""
+    esc = html.escape
+
+    def clip(text: Any) -> str:
+        s = "" if text is None else str(text)
+        return esc(s if len(s) <= max_chars else s[:max_chars] + "…")
+
+    # notebook and nbconvert styles right-align table cells: texts read better left-aligned, top first
+    td = "<td style='text-align:left;vertical-align:top'>"
+    head = "".join(f"<th style='text-align:left'>{esc(c)}</th>" for c in ["case", *input_columns, *keys])
+    body = []
+    for row in page["rows"]:
+        tds = [f"<td>{esc(row['case_id'])}</td>"]
+        tds += [f"{td}{clip(row['inputs'].get(c, {}).get('text'))}</td>" for c in input_columns]
+        for k in keys:
+            cell = row["cells"].get(k)
+            if not cell or not cell["repeats"]:
+                tds.append("<td></td>")
+                continue
+            r = cell["repeats"][0]
+            text = f"<b>error:</b> {clip(r['error'])}" if r["error"] else clip(r["output"]) or "<i>(empty output)</i>"
+            scores = ", ".join(f"{esc(m)} {_fmt(v)}" for m, v in r["scores"].items() if v is not None)
+            more = f" (+{len(cell['repeats']) - 1} repeats)" if len(cell["repeats"]) > 1 else ""
+            tds.append(f"{td}{text}<br><small>{scores}{esc(more)}</small></td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    runs = ", ".join(f"{esc(r['run_id'])} ({esc(r['status'])})" for r in page["runs"])
+    caption = (
+        f"EvalGrid of {runs}: rows {page['page'] * page_size + 1 if page['total'] else 0}-"
+        f"{min(page['total'], (page['page'] + 1) * page_size)} of {page['total']} "
+        "(static view: run the notebook for the interactive grid)"
+    )
+    return (
+        f'<table class="lw-static"><caption>{caption}</caption><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def _fmt(v: float) -> str:

@@ -122,16 +122,9 @@ class PromptEditor(anywidget.AnyWidget):  # type: ignore[misc]
     # -- static fallback (nbconvert, GitHub, a notebook reopened without its kernel) -------------
 
     def _static_html(self) -> str:
-        e = html.escape
-        msgs = "".join(
-            f"<div><b>{e(m['role'])}</b><pre style='white-space:pre-wrap;margin:0'>{e(m['content'])}</pre></div>"
-            for m in self.preview
-        )
-        flags = f"<p style='color:#b00'>undefined: {e(', '.join(self.undefined))}</p>" if self.undefined else ""
-        return (
-            f"<div class='llmops-prompt-static'><b>Prompt editor: {e(self.name)}</b>"
-            f"<pre style='white-space:pre-wrap'>[system] {e(self.system)}\n[user] {e(self.user)}</pre>{flags}"
-            f"<p>Preview on case {e(self.case_ids[self.case_index] if self.case_ids else '-')}:</p>{msgs}</div>"
+        return editor_html(
+            {k: getattr(self, k) for k in ("name", "system", "user", "undefined", "preview")}
+            | {"case_ids": self.case_ids, "case_index": self.case_index}
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -140,3 +133,25 @@ class PromptEditor(anywidget.AnyWidget):  # type: ignore[misc]
         if isinstance(data, dict):
             data["text/html"] = self._static_html()
         return mimes
+
+
+def editor_html(state: dict[str, Any]) -> str:
+    """The editor's text, flags and preview as plain HTML, from its traits or its saved widget state."""
+    e = html.escape
+    preview = state.get("preview") or []
+    msgs = "".join(
+        f"<div><b>{e(str(m.get('role', '')))}</b>"
+        f"<pre style='white-space:pre-wrap;margin:0'>{e(str(m.get('content', '')))}</pre></div>"
+        for m in preview
+    )
+    undefined = state.get("undefined") or []
+    flags = f"<p style='color:#b00'>undefined: {e(', '.join(undefined))}</p>" if undefined else ""
+    case_ids = state.get("case_ids") or []
+    index = state.get("case_index") or 0
+    case = case_ids[index] if 0 <= index < len(case_ids) else "-"
+    return (
+        f"<div class='llmops-prompt-static'><b>Prompt editor: {e(str(state.get('name', '')))}</b>"
+        f"<pre style='white-space:pre-wrap'>[system] {e(str(state.get('system') or ''))}\n"
+        f"[user] {e(str(state.get('user') or ''))}</pre>{flags}"
+        f"<p>Preview on case {e(str(case))}:</p>{msgs}</div>"
+    )

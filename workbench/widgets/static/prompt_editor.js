@@ -36,6 +36,7 @@ function render({ model, el: root }) {
   // Typed text is pushed to the kernel 150 ms after the last keystroke; until then it wins over any model
   // change coming back (an echo of an older state must never overwrite what is being typed).
   let timer = null;
+  let noKernel = null;
   let pending = false;
   let flushing = false;
   const flush = () => {
@@ -69,10 +70,16 @@ function render({ model, el: root }) {
   prev.addEventListener("click", () => pick(model.get("case_index") - 1));
   next.addEventListener("click", () => pick(model.get("case_index") + 1));
   save.addEventListener("click", () => {
+    // a notebook reopened without its kernel shows the saved editor, but nothing can take the save
+    const dead = "no live kernel: run the cell again to save a version";
     pending = true;
     flush();
     saved.textContent = "saving…";
     model.send({ type: "save" });
+    clearTimeout(noKernel);
+    noKernel = setTimeout(() => {
+      if (saved.textContent === "saving…") saved.textContent = dead;
+    }, 5000);
   });
 
   const syncText = () => {
