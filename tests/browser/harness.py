@@ -210,6 +210,31 @@ class JupyterServer:
         return self.url(f"/lab/tree/{name}" if self.app == "lab" else f"/notebooks/{name}")
 
 
+def pubmed_grid_setup(base_url: str, n_cases: int, progress: bool = False) -> str:
+    """Notebook code for the browser tests' run: 12 PubMedQA cases, two offline variants and one on the test
+    server (whose scripted failures give the grid errors to filter)."""
+    return f"""
+import json
+import workbench as wb
+from workbench.demo import data_path
+
+ws = wb.open()
+rows = [json.loads(line) for line in open(data_path(), encoding="utf-8")][:{n_cases}]
+ds = ws.add_dataset("pubmed12", rows, id="pmid")
+prompts = [wb.Prompt("gold-context", "Context: {{{{ context }}}}\\nQuestion: {{{{ question }}}}"),
+           wb.Prompt("question-only", "Question: {{{{ question }}}}")]
+server = {{"name": "server", "model": "openai/test-model", "api_base": {base_url!r}, "max_retries": 0}}
+variants = [{{"name": "gold-context", "prompt": "gold-context", "model": "extractive"}},
+            {{"name": "question-only", "prompt": "question-only", "model": "extractive"}},
+            {{"name": "server", "prompt": "question-only", "model": "server"}}]
+metrics = [{{"name": "token_f1", "expected": "long_answer"}}, {{"name": "contains", "expected": "final_decision"}}]
+exp = ws.experiment(ds, prompts, [{{"name": "extractive", "model": "local/extractive"}}, server], metrics,
+                    variants=variants, concurrency=1)
+run = exp.run({"" if progress else "progress=False"})
+print("RUN", run.run_id, run.status)
+"""
+
+
 def launch_chromium(playwright: Any) -> Any:
     """Debian's Chromium, headless; Playwright's own browser download does not work offline."""
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

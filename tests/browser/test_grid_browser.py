@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from harness import JupyterServer, NotebookPage, artifacts_dir, clean_artifacts, write_notebook
+from harness import (
+    JupyterServer,
+    NotebookPage,
+    artifacts_dir,
+    clean_artifacts,
+    pubmed_grid_setup,
+    write_notebook,
+)
 
 import workbench as wb
 
@@ -22,26 +29,7 @@ GRID = ".lw-grid"
 
 
 def _cells(base_url: str) -> list[str]:
-    setup = f"""
-import json
-import workbench as wb
-from workbench.demo import data_path
-
-ws = wb.open()
-rows = [json.loads(line) for line in open(data_path(), encoding="utf-8")][:{N_CASES}]
-ds = ws.add_dataset("pubmed12", rows, id="pmid")
-prompts = [wb.Prompt("gold-context", "Context: {{{{ context }}}}\\nQuestion: {{{{ question }}}}"),
-           wb.Prompt("question-only", "Question: {{{{ question }}}}")]
-server = {{"name": "server", "model": "openai/test-model", "api_base": {base_url!r}, "max_retries": 0}}
-variants = [{{"name": "gold-context", "prompt": "gold-context", "model": "extractive"}},
-            {{"name": "question-only", "prompt": "question-only", "model": "extractive"}},
-            {{"name": "server", "prompt": "question-only", "model": "server"}}]
-metrics = [{{"name": "token_f1", "expected": "long_answer"}}, {{"name": "contains", "expected": "final_decision"}}]
-exp = ws.experiment(ds, prompts, [{{"name": "extractive", "model": "local/extractive"}}, server], metrics,
-                    variants=variants, concurrency=1)
-run = exp.run(progress=False)
-print("RUN", run.run_id, run.status)
-"""
+    setup = pubmed_grid_setup(base_url, N_CASES)
     return ["%load_ext workbench", setup, f"grid = run.grid(page_size={PAGE})\ngrid"]
 
 
