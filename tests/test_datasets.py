@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import workbench as wb
 from workbench.datasets import Dataset, prepare
@@ -100,6 +102,61 @@ def test_types_survive_jsonl_json_and_parquet(ws: wb.Workspace, tmp_path: Path) 
     pd.DataFrame(flat).to_parquet(pq)
     from_pq = ws.add_dataset("typed_pq", pq, id="id")
     assert [row for _, row in from_pq.cases()] == flat
+
+
+# JSON values that pandas types in different ways: ints at the 64-bit limits, floats incl. NaN/inf/-0.0, bools,
+# nulls, text that looks like a number, nested values. Keys may be absent from a record.
+_JSON_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from([0, 1, -1, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
+    st.integers(-1000, 1000),
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from(["", "x", "1", "1.5", "NaN", "null", "true"]),
+    st.lists(st.one_of(st.none(), st.integers(-3, 3), st.floats(allow_nan=True)), max_size=2),
+    st.dictionaries(st.sampled_from(["k"]), st.one_of(st.none(), st.floats(allow_nan=True)), max_size=1),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), _JSON_VALUES, max_size=3), min_size=1, max_size=5))
+def test_json_files_read_without_pandas_hash_as_the_pandas_reader(records: list[dict[str, Any]]) -> None:
+    # JSON files are typed by hand (no pandas import on the CLI's path); a list of dicts still goes through
+    # pd.DataFrame. Same columns, same values to the bit (dumps tells -0.0 and 0.0, 1 and 1.0 apart), same hash.
+    import tempfile
+
+    from workbench.datasets import dataset_hash
+    from workbench.store import dumps
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "r.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        try:
+            want = prepare(records)
+        except DatasetError as exc:  # no columns, duplicate rows: the file must fail the same way
+            with pytest.raises(DatasetError) as failed:
+                prepare(path)
+            assert str(failed.value).replace(f"dataset {path}", "dataset") == str(exc)
+            return
+        got = prepare(path)
+    assert got[0] == want[0]
+    assert dumps(got[2]) == dumps(want[2])
+    assert dataset_hash(got[0], got[1], got[2], None) == dataset_hash(want[0], want[1], want[2], None)
+
+
+def test_reading_a_jsonl_dataset_does_not_import_pandas(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"query": "q1", "n": 1}\n{"query": "q2"}\n')
+    code = (
+        "import sys, workbench as wb; ws = wb.open(sys.argv[1]); ds = ws.add_dataset('d', sys.argv[2]); "
+        "print(ds.n_cases, [r for _, r in ds.cases()], 'pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws"), str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "2 [{'n': 1.0, 'query': 'q1'}, {'n': None, 'query': 'q2'}] False"
 
 
 def test_json_object_keyed_by_id(ws: wb.Workspace, tmp_path: Path) -> None:

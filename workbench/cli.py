@@ -7,6 +7,7 @@ magics, where a parser must never exit the kernel.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -556,5 +557,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def entry() -> None:
+    """The ``llmops`` process: ``main`` with the cyclic garbage collector tuned for a short-lived command.
+
+    A cold run imports pandas, DuckDB and a model client (hundreds of thousands of long-lived objects) and then
+    allocates mostly acyclic, reference-counted data: with the default thresholds the collector walks those
+    imports again and again (~0.25 s CPU of a 3 s ``llmops run``). Rarer collections still bound cyclic garbage,
+    also in the long-lived ``llmops serve``.
+    At the end, freezing what is alive spares shutdown its last collections (~0.4 s): the process ends here,
+    ``main`` has flushed and closed its files, and atexit handlers still run.
+    """
+    gc.set_threshold(50_000, 20, 10)
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,79 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def load_table(source: Any, fmt: str | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """Column names and one dict per row from a DataFrame, list of dicts, or a CSV / JSONL / JSON / Parquet path.
+
+    JSON files are read without pandas (its import is half a second of a cold ``llmops run``), typed as pandas
+    would type them: the rows, and so the dataset's hash, do not depend on which reader ran.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        kind = (fmt or path.suffix.lstrip(".")).lower()
+        if kind in ("jsonl", "ndjson", "json") and path.exists():
+            return json_table(_read_jsonl(path) if kind != "json" else _read_json(path))
+    frame = load_frame(source, fmt)
+    columns = [str(c) for c in frame.columns]
+    return columns, [dict(zip(columns, rec)) for rec in frame.itertuples(index=False, name=None)]
+
+
+def json_table(records: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Columns (first appearance) and rows of parsed JSON objects, each value as ``pd.DataFrame(records)`` holds it.
+
+    pandas' rule for JSON values: a column of numbers only (int, float, null or absent) is float64 when it holds
+    a float or a null, so its ints become floats; ints alone stay ints, and so does a column whose ints do not
+    fit int64 / uint64 together. Every other column keeps its values; absent keys read as null (None).
+    """
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    as_float = {c for c in columns if _float_column([r.get(c) for r in records])}
+    rows = []
+    for r in records:
+        row = {}
+        for c in columns:
+            v = r.get(c)
+            if c in as_float and v is not None:
+                v = float(v)
+            row[c] = v
+        rows.append(row)
+    return columns, rows
+
+
+def _float_column(values: list[Any]) -> bool:
+    """True when pandas would make this column of JSON values float64 with its ints converted."""
+    null = floats = False
+    lo = hi = 0
+    for v in values:
+        if v is None:
+            null = True
+        elif isinstance(v, float):
+            floats = True
+        elif isinstance(v, int) and not isinstance(v, bool):
+            lo, hi = min(lo, v), max(hi, v)
+        else:
+            return False  # text, bool, list, object: pandas keeps the values as they are
+    if hi >= 2**64 or lo < -(2**63) or (hi >= 2**63 and lo < 0):
+        return False  # no 64-bit integer type holds them all: object, values kept
+    return null or floats
+
+
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    text = decode_text(path, path.read_bytes())
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _json_error(path, text, exc) from None
+    except RecursionError:
+        raise DatasetError(f"{path}: nests lists/objects too deeply to read (limit {MAX_NESTING})") from None
+    if isinstance(data, dict):
+        data = [{"id": k, **v} if isinstance(v, dict) else {"id": k, "value": v} for k, v in data.items()]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DatasetError(
+            f"{path}: a JSON dataset must be a list of objects (or an object of objects keyed by id); "
+            "for one object per line use .jsonl"
+        )
+    return data
+
+
 def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
     """A DataFrame from a DataFrame, list of dicts, or a CSV / JSONL / JSON / Parquet path."""
     import pandas as pd
@@ -216,21 +290,7 @@ def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
         if kind in ("jsonl", "ndjson"):
             return pd.DataFrame(_read_jsonl(path))
         if kind == "json":
-            text = decode_text(path, path.read_bytes())
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise _json_error(path, text, exc) from None
-            except RecursionError:
-                raise DatasetError(f"{path}: nests lists/objects too deeply to read (limit {MAX_NESTING})") from None
-            if isinstance(data, dict):
-                data = [{"id": k, **v} if isinstance(v, dict) else {"id": k, "value": v} for k, v in data.items()]
-            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-                raise DatasetError(
-                    f"{path}: a JSON dataset must be a list of objects (or an object of objects keyed by id); "
-                    "for one object per line use .jsonl"
-                )
-            return pd.DataFrame(data)
+            return pd.DataFrame(_read_json(path))
         if kind == "csv":
             decode_text(path, path.read_bytes())  # a clear error for bad encodings, before pandas guesses
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
@@ -260,13 +320,9 @@ def _clean(value: Any) -> Any:
         return [_clean(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
-    try:
-        import pandas as pd
-
-        if value is pd.NA or value is pd.NaT:
-            return None
-    except ImportError:  # pragma: no cover
-        pass
+    pd = sys.modules.get("pandas")  # a value can only be pandas' NA once pandas is loaded: do not import it here
+    if pd is not None and (value is pd.NA or value is pd.NaT):
+        return None
     return value
 
 
@@ -291,18 +347,16 @@ def prepare(
     fmt: str | None = None,
 ) -> tuple[list[str], list[str], list[dict[str, Any]], dict[str, Any]]:
     """Validate and normalise rows. Returns (columns, case_ids, rows, report) or raises DatasetError."""
-    frame = load_frame(data, fmt)
+    columns, table = load_table(data, fmt)
     where = f"dataset {data}" if isinstance(data, (str, Path)) else "dataset"
-    if frame.empty or len(frame.columns) == 0:
+    if not table or not columns:
         raise DatasetError(f"{where} is empty: it has no rows. Check the file or the filter that built it.")
-    columns = [str(c) for c in frame.columns]
     needed = list(required or []) + list(text_columns or []) + list(inputs or []) + ([id] if id else [])
     missing = [c for c in dict.fromkeys(needed) if c not in columns]
     if missing:
         raise DatasetError(f"{where} has no column(s) {missing}; its columns are {columns}")
     rows = []
-    for i, rec in enumerate(frame.itertuples(index=False, name=None)):
-        raw = dict(zip(columns, rec))
+    for i, raw in enumerate(table):
         check_nesting(raw, f"{where}: row {i}")  # before _clean, which recurses
         rows.append({k: _clean(v) for k, v in raw.items()})
 

@@ -577,15 +577,6 @@ class Store:
         rows_json: list[str],
     ) -> int:
         """Store a dataset version and its cases in one transaction; returns the version number."""
-        import pyarrow as pa
-
-        table = pa.table(
-            {
-                "case_id": pa.array(case_ids, pa.string()),
-                "position": pa.array(range(len(case_ids)), pa.int32()),
-                "data": pa.array(rows_json, pa.string()),
-            }
-        )
         with self.transaction() as con:
             row = _first(con.execute("SELECT version FROM datasets WHERE name=$1 AND hash=$2", [name, hash_]))
             if row:
@@ -598,9 +589,11 @@ class Store:
             )
             exists = _first(con.execute("SELECT count(*) FROM dataset_cases WHERE dataset_hash=$1", [hash_]))
             if not exists or exists[0] == 0:
-                con.register("_cases", table)
-                con.execute("INSERT INTO dataset_cases SELECT $1, case_id, position, data FROM _cases", [hash_])
-                con.unregister("_cases")
+                # lists as parameters, unnested side by side: registering an Arrow table would import pandas
+                con.execute(
+                    "INSERT INTO dataset_cases SELECT $1, unnest($2), unnest(range(len($2))), unnest($3)",
+                    [hash_, case_ids, rows_json],
+                )
             return int(version)
 
     def dataset_cases(self, hash_: str) -> list[tuple[str, str]]:
@@ -897,18 +890,16 @@ class Store:
 
     def start_execution(self, run_id: str, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """Mark a run running and fetch the cached responses for its request keys, in one connection."""
-        import pyarrow as pa
-
         with self.connect() as con:
             con.execute("UPDATE runs SET status='running' WHERE run_id=$1", [run_id])
             if not keys:
                 return {}
-            con.register("_keys", pa.table({"k": pa.array(list(keys), pa.string())}))
+            # the keys as a list parameter: registering an Arrow table would import pandas (~0.5 s) before the run
             rows = con.execute(
                 "SELECT request_key, output, prompt_tokens, completion_tokens, cost, latency_ms, served_model, "
-                "system_fingerprint FROM responses JOIN _keys ON request_key = k"
+                "system_fingerprint FROM responses JOIN (SELECT unnest($1::VARCHAR[]) AS k) ON request_key = k",
+                [list(keys)],
             ).fetchall()
-            con.unregister("_keys")
         return {r[0]: r[1:] for r in rows}
 
     def finish_run(
