@@ -945,9 +945,9 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from openai_server import ServerProcess
-
     import compileall
+
+    from openai_server import ServerProcess
 
     compileall.compile_dir(ROOT / "workbench", quiet=1)  # as `pip install` does for an installed package
 

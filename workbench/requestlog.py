@@ -256,7 +256,8 @@ def attach(
     files = [f for f in _files(log, REQUEST_GLOB) if os.path.getsize(f) > 0]
     if not files:
         raise NotFoundError(
-            f"no request log segments ({REQUEST_GLOB}) with data in {_log_dir(log)}; has the server answered a request?"
+            f"no request log segments ({REQUEST_GLOB}) with data in {_log_dir(log)}; has the server answered a "
+            f"request? A running server writes its log about every {FLUSH_SECONDS:g} s: try again in a moment."
         )
     _feedback_views(con, log)
     if materialize:
