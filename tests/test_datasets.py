@@ -425,6 +425,8 @@ def _error_cases(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
     unknown.write_bytes(b"PK\x03\x04 not really")
     not_parquet = tmp_path / "fake.parquet"
     not_parquet.write_text("definitely not parquet")
+    folder = tmp_path / "folder.jsonl"
+    folder.mkdir(exist_ok=True)
     rows = [{"question": "Q1", "answer": "A1"}, {"question": "Q2", "answer": 2}, {"question": None, "answer": "A3"}]
     return {
         "missing column": ({"data": rows, "required": ["expected", "answer"]},
@@ -448,6 +450,7 @@ def _error_cases(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
         "json scalars": ({"data": scalars}, "must be a list of objects"),
         "broken json": ({"data": broken_json}, "cannot read .* as json"),
         "not parquet": ({"data": not_parquet}, "cannot read .* as parquet"),
+        "jsonl folder": ({"data": folder}, r"cannot read .*folder\.jsonl as jsonl: .*Is a directory"),
         "list of strings": ({"data": ["q1", "q2"]}, r"must be dicts .* \['str'\]"),
         "dict": ({"data": {"question": ["Q1"]}}, "cannot make a dataset from a dict"),
         "bad name": ({"data": rows, "name": "has space"}, "dataset name 'has space'"),
@@ -457,7 +460,7 @@ def _error_cases(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
 ERROR_CASES = [
     "missing column", "missing id column", "missing input column", "empty list", "empty frame", "blank jsonl",
     "header-only csv", "duplicate ids", "empty id", "non-text", "latin-1", "unknown format", "no such file",
-    "json scalars", "broken json", "not parquet", "list of strings", "dict", "bad name",
+    "json scalars", "broken json", "not parquet", "jsonl folder", "list of strings", "dict", "bad name",
 ]
 
 

@@ -200,7 +200,10 @@ def load_table(source: Any, fmt: str | None = None) -> tuple[list[str], list[dic
         path = Path(source)
         kind = (fmt or path.suffix.lstrip(".")).lower()
         if kind in ("jsonl", "ndjson", "json") and path.exists():
-            return json_table(_read_jsonl(path) if kind != "json" else _read_json(path))
+            try:
+                return json_table(_read_jsonl(path) if kind != "json" else _read_json(path))
+            except OSError as exc:  # a folder, no permission: said as load_frame says it
+                raise DatasetError(f"cannot read {path} as {kind}: {exc}") from exc
     frame = load_frame(source, fmt)
     columns = [str(c) for c in frame.columns]
     return columns, [dict(zip(columns, rec)) for rec in frame.itertuples(index=False, name=None)]
