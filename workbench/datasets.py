@@ -267,7 +267,7 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
 
 
 def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
-    """A DataFrame from a DataFrame, list of dicts, or a CSV / JSONL / JSON / Parquet path."""
+    """A DataFrame from a DataFrame, list of dicts, or a CSV / Parquet path (JSON files: ``load_table``)."""
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
@@ -290,10 +290,6 @@ def load_frame(source: Any, fmt: str | None = None) -> pd.DataFrame:
         raise DatasetError(f"dataset file {path} does not exist (current folder: {Path.cwd()})")
     kind = (fmt or path.suffix.lstrip(".")).lower()
     try:
-        if kind in ("jsonl", "ndjson"):
-            return pd.DataFrame(_read_jsonl(path))
-        if kind == "json":
-            return pd.DataFrame(_read_json(path))
         if kind == "csv":
             decode_text(path, path.read_bytes())  # a clear error for bad encodings, before pandas guesses
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")

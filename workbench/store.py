@@ -591,7 +591,8 @@ class Store:
             if not exists or exists[0] == 0:
                 # lists as parameters, unnested side by side: registering an Arrow table would import pandas
                 con.execute(
-                    "INSERT INTO dataset_cases SELECT $1, unnest($2), unnest(range(len($2))), unnest($3)",
+                    "INSERT INTO dataset_cases "
+                    "SELECT $1, unnest($2::VARCHAR[]), unnest(range(len($2))), unnest($3::VARCHAR[])",
                     [hash_, case_ids, rows_json],
                 )
             return int(version)
