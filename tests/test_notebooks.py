@@ -15,6 +15,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -30,8 +31,11 @@ def _execute(name: str, tmp: Path) -> tuple[Any, Path]:
     nb = nbformat.read(work / name, as_version=4)
     env = {**os.environ, "LLMOPS_WORKSPACE": str(work / "ws"), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("LLMOPS_JUDGE_MODEL", None)  # 03 must skip its judge cells cleanly without one
+    # Unix sockets, not TCP ports: four kernels started at once each pick free ports before binding them, and
+    # two could pick the same one ("Address already in use", seen once in CI). A socket path cannot clash.
+    km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(work / "kernel"))
     client = NotebookClient(
-        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(work)}}
+        nb, km=km, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(work)}}
     )
     client.execute(env=env)  # the kernel gets this environment (threads must not touch os.environ)
     return nb, work
