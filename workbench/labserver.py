@@ -447,5 +447,7 @@ def _warm() -> None:
 def _load_jupyter_server_extension(server_app: Any) -> None:
     """Register the read-only API (``jupyter server extension list`` shows ``workbench.labserver``)."""
     setup_handlers(server_app.web_app)
-    threading.Thread(target=_warm, name="llmops-warm", daemon=True).start()
+    # Not a daemon: a server stopped within its first second would otherwise finalise the interpreter while this
+    # thread is inside DuckDB's module init, which aborts the process (nanobind, seen in CI). Shutdown waits for it.
+    threading.Thread(target=_warm, name="llmops-warm", daemon=False).start()
     server_app.log.info("LLMOps Workbench API registered under /%s/api", NAMESPACE)
