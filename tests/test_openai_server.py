@@ -277,6 +277,11 @@ def test_control_api_and_reset(fake_llm: ServerProcess) -> None:
         urllib.request.urlopen(fake_llm.base_url + "/models", timeout=5)
     assert info.value.code == 401
     assert json.loads(info.value.read())["error"]["code"] == "invalid_api_key"
+    # in_flight is a live gauge, not a counter: a request an earlier test gave up on (client timeout) may still
+    # be sleeping in the shared server. Let it finish, so the reset below is checked against a quiet server.
+    deadline = time.monotonic() + 30
+    while fake_llm.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     fake_llm.reset()
     assert fake_llm.stats() == {
         "requests": 0,
